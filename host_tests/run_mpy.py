@@ -1,0 +1,64 @@
+# Runs the host tests under the MicroPython unix port.
+#
+#   MICROPYPATH=host_tests:host_tests/fakes:firmware:tools:.:.frozen micropython host_tests/run_mpy.py [name ...]
+#
+# Every host_tests/test_*.py runs here except test_cpy_*.py (CPython only: hypothesis,
+# cantools, pymodbus...). test_mpy_*.py run only here. Each test_* function is called
+# with no arguments. Prints one line per failure with its traceback and ends with
+# "N passed, M failed"; the exit status is the number of failures (an int, capped at 100).
+import gc
+import os
+import sys
+import time
+
+
+def _modules(selected):
+    names = []
+    for fn in sorted(os.listdir("host_tests")):
+        if not (fn.startswith("test_") and fn.endswith(".py")):
+            continue
+        if fn.startswith("test_cpy_"):
+            continue
+        mod = fn[:-3]
+        if selected and not any(s in mod for s in selected):
+            continue
+        names.append(mod)
+    return names
+
+
+def main():
+    selected = sys.argv[1:]
+    passed = failed = 0
+    for modname in _modules(selected):
+        t0 = time.ticks_ms()
+        try:
+            mod = __import__(modname)
+        except Exception as e:
+            failed += 1
+            print("FAIL import", modname)
+            sys.print_exception(e)
+            continue
+        n = 0
+        for name in sorted(dir(mod)):
+            if not name.startswith("test_"):
+                continue
+            fn = getattr(mod, name)
+            if not callable(fn):
+                continue
+            gc.collect()
+            try:
+                fn()
+                passed += 1
+                n += 1
+            except Exception as e:
+                failed += 1
+                print("FAIL %s.%s" % (modname, name))
+                sys.print_exception(e)
+        print("  %-40s %3d ok  %5d ms" % (modname, n, time.ticks_diff(time.ticks_ms(), t0)))
+        del sys.modules[modname]
+        gc.collect()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(min(failed, 100))
+
+
+main()
