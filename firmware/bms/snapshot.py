@@ -40,6 +40,12 @@ class Snapshot:
         self.t_ms = 0  # time of the last successful read
         self.seq = 0  # successful reads since boot
         self.cc_seq = 0  # coulomb-counter samples since boot (each covers 250 ms)
+        # Charge accumulator for the estimator, drained (reset to 0) by it: the sum of
+        # current_ma over cc_samples new 250 ms samples. Samples the driver missed (a late
+        # cycle) are filled with the last current and counted in cc_missed.
+        self.cc_sum_ma = 0
+        self.cc_samples = 0
+        self.cc_missed = 0
         self.errors = 0  # consecutive failed reads (0 = the last read succeeded)
         self.error_total = 0  # failed reads since boot
         # Derived in update_stats(), read by everybody else.
