@@ -78,7 +78,7 @@ class EventLog:
             self.listener(code)
 
     def get(self, k):
-        """k-th newest entry (0 = newest) as (t_ms, code, a, b). Allocates: not for the hot path."""
+        """k-th newest entry (0 = newest) as (t_ms, code, a, b). Allocates: not hot path."""
         if not 0 <= k < self.count:
             raise IndexError("event index")
         i = (self.head - 1 - k) % self.size

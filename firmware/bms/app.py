@@ -1,0 +1,391 @@
+# bms.app: the runtime. Boots into a safe state, then runs the parts at fixed periods.
+#
+# Boot:  FETs off (the AFE powers up with them off; we write it anyway) -> load persisted
+#        state and configuration -> AFE self-check (init, read back, program the hardware
+#        protection as the outer layer) -> tasks.
+# Tasks (asyncio on a board; tools/sim.py calls the same *_cycle methods in simulated time):
+#   measure+protect  250 ms  AFE read, protection state machine, FET commands, WDT feed
+#   control          1 s     SOC/SOH estimation, balancing, charge/discharge limits, heater/fan
+#   comms            20 ms   CAN (frames once a second, RX drained), Modbus RTU polling
+#   persist          10 s    state/events/config to flash (rate-limited inside the store)
+# A task that raises is logged (EV_TASK_ERROR), the pack goes to the safe state for that
+# cause (measure+protect: both FETs off; control: limits to zero), and the task restarts
+# after one period. More than _MAX_TASK_ERRORS failures within _TASK_ERROR_WINDOW_MS lead
+# to a documented reset: state is saved, then the board is reset (machine.reset()).
+# The watchdog is fed only at the end of a measure+protect cycle that completed and read
+# the AFE (or lost it for less than _AFE_LOST_WDT_CYCLES cycles: a hung I2C peripheral is
+# then recovered by the watchdog reset).
+import gc
+
+from micropython import const
+
+from bms import events as ev
+from bms.balancing import Balancer
+from bms.bq769x0 import BQ769x0, AfeError
+from bms.clock import MonotonicClock
+from bms.config import Config, ConfigError
+from bms.estimator import Estimator
+from bms.events import EventLog
+from bms.limits import Limits
+from bms.protection import Protection
+from bms.snapshot import Snapshot
+from bms.store import Store
+from bms.thermal import Thermal
+
+FAST_MS = const(250)
+SLOW_MS = const(1000)
+COMMS_MS = const(20)
+PERSIST_MS = const(10000)
+_AFE_RETRY_MS = const(1000)
+_AFE_LOST_WDT_CYCLES = const(20)
+_MAX_TASK_ERRORS = const(5)
+_TASK_ERROR_WINDOW_MS = const(60000)
+
+TASK_NAMES = ("measure", "control", "comms", "persist")
+TASK_MEASURE = const(0)
+TASK_CONTROL = const(1)
+TASK_COMMS = const(2)
+TASK_PERSIST = const(3)
+
+
+class Bms:
+    """Everything the firmware runs, wired together. One instance per board."""
+
+    def __init__(self, hw, cfg=None):
+        b = hw.board
+        self.hw = hw
+        self.clock = hw.clock if hw.clock is not None else MonotonicClock()
+        self.events = EventLog(64)
+        self.store = Store(hw.data_dir)
+        self.store_status = {}
+        if cfg is None:
+            cfg = self._load_config(b)
+        self.cfg = cfg
+        self.snap = Snapshot(b.CELLS, b.N_TEMPS)
+        self.afe = BQ769x0(
+            hw.i2c,
+            b.CELLS,
+            address=b.AFE_ADDRESS,
+            crc=b.AFE_CRC,
+            shunt_uohm=b.SHUNT_UOHM,
+            n_temps=b.N_TEMPS,
+            thermistor_beta=b.THERMISTOR_BETA,
+            variant=b.AFE_VARIANT,
+        )
+        self.prot = Protection(cfg, self.events)
+        self.est = Estimator(cfg, self.events)
+        self.bal = Balancer(cfg, b.CELLS)
+        self.limits = Limits(cfg)
+        self.thermal = Thermal(cfg)
+        self.can = None
+        self.modbus = None
+        self._open_comms(hw, cfg)
+        self.wdt = None
+        self.afe_ok = False
+        self.alert_forced = False  # ALERT held high to force the FETs off (AFE unreachable)
+        self.afe_applied = None  # hardware protection values the AFE accepted
+        self._afe_retry_ms = 0
+        self.bal_mask = 0
+        self.bal_override = -1  # bms.balance_test(): forced mask until the given time
+        self.bal_override_until = 0
+        self.cycles = 0
+        self.last_fast_ms = 0
+        self.task_errors = [0, 0, 0, 0]
+        self.task_error_times = []
+        self.last_error = None
+        self.reset_requested = False
+
+    # --- construction helpers ---------------------------------------------------------
+    def _load_config(self, b):
+        base = Config(chemistry=b.CHEMISTRY, cells=b.CELLS, capacity_mah=b.CAPACITY_MAH)
+        saved, status = self.store.load_status("config")
+        self.store_status["config"] = status
+        if saved:
+            try:
+                base.update(saved)
+            except (ConfigError, TypeError, ValueError):
+                self.store_status["config"] = "rejected"
+        return base
+
+    def _open_comms(self, hw, cfg):
+        if hw.spi is not None:
+            from bms.canbus import CanProtocol
+            from bms.mcp2515 import MCP2515
+
+            b = hw.board
+            mcp = MCP2515(hw.spi, hw.can_cs, crystal_hz=b.CAN_CRYSTAL_HZ, bitrate=b.CAN_BITRATE)
+            self.can = CanProtocol(mcp, cfg, self.events)
+        if hw.uart is not None:
+            from bms.modbus import ModbusServer
+
+            self.modbus = ModbusServer(hw.uart, hw.rs485_de, cfg, self.events)
+
+    # --- boot ---------------------------------------------------------------------------
+    def boot(self):
+        now = self.clock.now_ms()
+        boots = 0
+        state, status = self.store.load_status("state")
+        self.store_status["state"] = status
+        if state:
+            boots = int(state.get("boots", 0)) + 1
+            try:
+                self.est.load_state(state.get("est", {}))
+            except (ValueError, TypeError, KeyError):
+                self.store_status["state"] = "rejected"
+        self.boots = boots
+        saved_events, status = self.store.load_status("events")
+        self.store_status["events"] = status
+        if saved_events:
+            try:
+                self.events.load_list(saved_events.get("log", []))
+            except (ValueError, TypeError):
+                self.store_status["events"] = "rejected"
+        self.events.add(now, ev.EV_BOOT, self.hw.reset_cause, boots)
+        for kind in ("config", "state", "events"):
+            st = self.store_status.get(kind)
+            if st not in (None, "ok", "missing"):
+                self.events.add(now, ev.EV_STORE, _STORE_KINDS.index(kind), _STORE_CODES.get(st, 4))
+        self._afe_start(now)
+        if self.can is not None:
+            try:
+                self.can.can.init()
+            except OSError:
+                pass
+        self.events.listener = self._on_event
+        gc.collect()
+
+    def _afe_start(self, now):
+        """Initialise the AFE: FETs off, hardware protection as the outer layer."""
+        cfg = self.cfg
+        try:
+            self.afe.init()
+            self.afe.set_fets(False, False)
+            self.afe_applied = self.afe.configure_protection(
+                cfg.hw_cell_ov_mv,
+                cfg.hw_cell_ov_delay_ms,
+                cfg.hw_cell_uv_mv,
+                cfg.hw_cell_uv_delay_ms,
+                cfg.hw_ocd_ma,
+                cfg.hw_ocd_delay_ms,
+                cfg.hw_scd_ma,
+                cfg.hw_scd_delay_us,
+            )
+            self.afe_ok = True
+        except (AfeError, OSError, ValueError):
+            self.afe_ok = False
+            self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 1)
+        self._afe_retry_ms = now + _AFE_RETRY_MS
+
+    def _on_event(self, code):
+        # Faults and latches force the next persistence cycle to write at once.
+        if code in (ev.EV_FAULT_SET, ev.EV_LATCH, ev.EV_SHIP, ev.EV_CONFIG):
+            self._force_save = True
+
+    _force_save = False
+
+    # --- the periodic parts ---------------------------------------------------------------
+    def fast_cycle(self, now):
+        """Measure and protect. Returns True when the cycle is healthy (WDT may be fed)."""
+        snap = self.snap
+        afe = self.afe
+        if not self.afe_ok and now >= self._afe_retry_ms:
+            self._afe_start(now)
+        if self.afe_ok:
+            try:
+                afe.read(snap, now)
+            except AfeError:
+                pass  # the driver counted it in snap.errors; protection reacts below
+        else:
+            snap.errors += 1
+            snap.error_total += 1
+            snap.flags = 0
+        prot = self.prot
+        prot.update(snap, now)
+        ok = snap.errors == 0
+        if ok:
+            try:
+                if prot.clear_stat:
+                    afe.clear_status(prot.clear_stat)
+                if prot.afe_restore:
+                    afe.restore()
+                afe.set_fets(prot.chg_fet, prot.dsg_fet)
+            except AfeError:
+                ok = False
+        # Without a confirmed read and write over I2C the FETs cannot be trusted to follow
+        # protection: hold ALERT high so the AFE opens both by itself (OVRD_ALERT).
+        override = self.hw.alert_override
+        if override is not None:
+            if not ok and not self.alert_forced:
+                override(True)
+                self.alert_forced = True
+            elif ok and self.alert_forced:
+                override(False)
+                self.alert_forced = False
+        self.cycles += 1
+        self.last_fast_ms = now
+        return snap.errors < _AFE_LOST_WDT_CYCLES
+
+    def slow_cycle(self, now):
+        """Estimation, balancing, limits, heater and fan."""
+        snap = self.snap
+        prot = self.prot
+        est = self.est
+        est.update(snap, now)
+        mask = self.bal.update(snap, prot, est, now)
+        if self.bal_override >= 0:
+            if now < self.bal_override_until and prot.faults == 0:
+                mask = self.bal_override
+            else:
+                self.bal_override = -1
+        if mask != self.bal_mask and self.afe_ok:
+            try:
+                self.afe.set_balance(mask)
+                self.bal_mask = mask
+            except (AfeError, ValueError):
+                self.bal_mask = -1  # unknown: rewrite next time
+        self.thermal.update(snap, now)
+        self.limits.update(snap, prot, est, now)
+        hw = self.hw
+        if hw.heater is not None:
+            hw.heater.value(1 if self.thermal.heater else 0)
+        if hw.fan is not None:
+            hw.fan.value(1 if self.thermal.fan else 0)
+
+    def comms_cycle(self, now):
+        if self.can is not None:
+            self.can.poll(self, now)
+        if self.modbus is not None:
+            self.modbus.poll(self, now)
+
+    def persist_cycle(self, now, force=False):
+        force = force or self._force_save
+        self._force_save = False
+        self.store.maybe_save("state", self.state_record(), now, force)
+        self.store.maybe_save("events", {"log": self.events.to_list()}, now, force)
+
+    def state_record(self):
+        return {"boots": self.boots, "est": self.est.state_dict()}
+
+    def save_config(self, now):
+        self.store.maybe_save("config", self.cfg.as_dict(), now, True)
+
+    # --- failures -----------------------------------------------------------------------
+    def task_failed(self, idx, exc, now):
+        """A task raised: log it, make that cause safe, decide whether to reset."""
+        self.task_errors[idx] += 1
+        self.last_error = (idx, repr(exc))
+        self.events.add(now, ev.EV_TASK_ERROR, idx, self.task_errors[idx])
+        if idx == TASK_MEASURE:
+            try:
+                self.afe.set_fets(False, False)
+            except Exception:
+                pass
+        elif idx == TASK_CONTROL:
+            self.limits.ccl_ma = 0
+            self.limits.dcl_ma = 0
+        times = self.task_error_times
+        times.append(now)
+        while times and now - times[0] > _TASK_ERROR_WINDOW_MS:
+            times.pop(0)
+        if len(times) > _MAX_TASK_ERRORS:
+            self.reset_requested = True
+            self.events.add(now, ev.EV_RESET_REQ, 1, 0)
+            return True
+        return False
+
+    def reset_now(self):
+        try:
+            self.afe.set_fets(False, False)
+        except Exception:
+            pass
+        try:
+            self.persist_cycle(self.clock.now_ms(), True)
+        except Exception:
+            pass
+        if self.hw.reset is not None:
+            self.hw.reset()
+
+    def ship(self):
+        """Enter ship mode: save everything, FETs off, AFE to SHIP (wake needs the TS1 pulse)."""
+        now = self.clock.now_ms()
+        self.prot.request_ship(now)
+        self.events.add(now, ev.EV_SHIP, 0, 0)
+        self.persist_cycle(now, True)
+        self.afe.set_fets(False, False)
+        self.afe.ship()
+
+
+_STORE_KINDS = ("config", "state", "events")
+_STORE_CODES = {"ok": 1, "fallback": 2, "missing": 3, "corrupt": 4, "rejected": 4}
+
+
+# --- asyncio runtime (boards) ---------------------------------------------------------------
+async def _periodic(bms, idx, period_ms, fn):
+    import asyncio
+
+    clock = bms.clock
+    while True:
+        try:
+            nxt = clock.now_ms()
+            while True:
+                now = clock.now_ms()
+                healthy = fn(now)
+                if idx == TASK_MEASURE and healthy and bms.wdt is not None:
+                    bms.wdt.feed()
+                nxt += period_ms
+                delay = nxt - clock.now_ms()
+                if delay < 0:  # overran: do not try to catch up in a burst
+                    nxt = clock.now_ms()
+                    delay = 0
+                await asyncio.sleep_ms(delay)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001 - every failure is logged and survived
+            if bms.task_failed(idx, e, clock.now_ms()):
+                bms.reset_now()
+            await asyncio.sleep_ms(period_ms)  # type: ignore[attr-defined]
+
+
+async def run(bms, repl=True):
+    import asyncio
+
+    tasks = [
+        asyncio.create_task(_periodic(bms, TASK_MEASURE, FAST_MS, bms.fast_cycle)),
+        asyncio.create_task(_periodic(bms, TASK_CONTROL, SLOW_MS, bms.slow_cycle)),
+        asyncio.create_task(_periodic(bms, TASK_COMMS, COMMS_MS, bms.comms_cycle)),
+        asyncio.create_task(_periodic(bms, TASK_PERSIST, PERSIST_MS, bms.persist_cycle)),
+    ]
+    if repl:
+        try:
+            import aiorepl  # type: ignore[import-not-found]
+
+            from bms import diag
+
+            g = {"bms": diag.Diag(bms)}
+            tasks.append(asyncio.create_task(aiorepl.task(g=g)))
+        except ImportError:
+            pass  # documented fallback: no REPL while running; Ctrl-C stops, FETs go off
+    await asyncio.gather(*tasks)
+
+
+def main(board=None):
+    """Entry point used by firmware/main.py."""
+    import micropython
+
+    micropython.alloc_emergency_exception_buf(128)
+    if board is None:
+        import board  # type: ignore[import-not-found]
+    hw = board.open()
+    bms = Bms(hw)
+    bms.boot()  # FETs off until protection has a complete, plausible measurement
+    if hw.wdt_factory is not None:
+        bms.wdt = hw.wdt_factory(board.WDT_TIMEOUT_MS)
+    import asyncio
+
+    try:
+        asyncio.run(run(bms))
+    finally:
+        # Leaving the loop (Ctrl-C at the REPL, an escaped error): pack to the safe state.
+        try:
+            bms.afe.set_fets(False, False)
+        except Exception:
+            pass
+        bms.persist_cycle(bms.clock.now_ms(), True)

@@ -1,0 +1,215 @@
+# bms.diag: diagnostics on the serial REPL while the BMS keeps protecting.
+#
+# With micropython-lib's aiorepl installed (make flash does it), the REPL runs as one more
+# asyncio task next to the BMS, and the name `bms` is bound to a Diag:
+#
+#   bms.status()  bms.cells()  bms.faults()  bms.log(n)  bms.config()  bms.set(name, value)
+#   bms.clear_faults()  bms.balance_test(cell)  bms.ship()
+#
+# Each prints a readable table and returns None (or a value a script can use: set() returns
+# the applied value, clear_faults() whether the latch was released). Every change goes
+# through the same validation as the Modbus and file paths (Config.update).
+from bms import events as ev
+
+_BALANCE_TEST_MS = 60000
+
+
+class Diag:
+    def __init__(self, bms, out=None):
+        self._bms = bms
+        self._out = out if out is not None else print
+
+    def _p(self, *args):
+        self._out(*args)
+
+    def _now(self):
+        return self._bms.clock.now_ms()
+
+    def status(self):
+        """Pack state in one table."""
+        from bms.protection import STATE_NAMES, fault_names
+
+        b = self._bms
+        s = b.snap
+        p = b.prot
+        e = b.est
+        lim = b.limits
+        rows = (
+            ("state", STATE_NAMES[p.state]),
+            ("pack", "%.3f V" % (s.pack_mv / 1000)),
+            ("current", "%+.2f A" % (s.current_ma / 1000)),
+            ("cells", "%d..%d mV (spread %d mV)" % (s.cell_min_mv, s.cell_max_mv,
+                                                    s.cell_max_mv - s.cell_min_mv)),
+            ("temperature", _temps(s)),
+            ("SOC", "%.1f %% +/- %.1f %%" % (e.soc_pct, e.soc_err_pct)),
+            ("SOH", "%.1f %% (%.1f Ah)" % (e.soh_pct, e.capacity_mah / 1000)),
+            ("cycles", "%.1f" % e.cycles),
+            ("FETs", "chg %s  dsg %s" % (_on(s.chg_fet), _on(s.dsg_fet))),
+            ("allowed", "chg %s  dsg %s" % (_yes(p.chg_allowed), _yes(p.dsg_allowed))),
+            ("faults", fault_names(p.faults) or "-"),
+            ("latched", fault_names(p.latched) or "-"),
+            ("warnings", fault_names(p.warnings) or "-"),
+            ("limits", "CVL %.2f V  CCL %.1f A  DCL %.1f A" % (lim.cvl_mv / 1000,
+                                                             lim.ccl_ma / 1000,
+                                                             lim.dcl_ma / 1000)),
+            ("balancing", "%s" % _cells_of(s.bal_mask) if s.bal_mask else "-"),
+            ("heater/fan", "%s / %s" % (_on(b.thermal.heater), _on(b.thermal.fan))),
+            ("AFE errors", "%d (last %d consecutive)" % (s.error_total, s.errors)),
+            ("uptime", "%d s" % (self._now() // 1000)),
+        )
+        self._table(("item", "value"), rows)
+
+    def cells(self):
+        """Every cell: voltage, deviation from the mean, balancing."""
+        s = self._bms.snap
+        n = s.n_cells
+        mean = s.cell_sum_mv // n if n else 0
+        rows = []
+        for i in range(n):
+            v = s.cell_mv[i]
+            mark = ""
+            if i == s.cell_max_idx:
+                mark = "max"
+            elif i == s.cell_min_idx:
+                mark = "min"
+            rows.append(("%d" % (i + 1), "%d" % v, "%+d" % (v - mean),
+                         "yes" if s.bal_mask & (1 << i) else "", mark))
+        self._table(("cell", "mV", "dev", "bleed", ""), rows)
+
+    def faults(self):
+        """Active faults, latched faults and warnings, one row each."""
+        from bms.protection import FAULT_NAMES
+
+        p = self._bms.prot
+        rows = []
+        for i in range(len(FAULT_NAMES)):
+            bit = 1 << i
+            tier = ""
+            if p.latched & bit:
+                tier = "LATCHED"
+            elif p.faults & bit:
+                tier = "protection"
+            elif p.warnings & bit:
+                tier = "warning"
+            if tier:
+                rows.append((FAULT_NAMES[i], tier))
+        if not rows:
+            self._p("no faults, no warnings")
+            return
+        self._table(("fault", "tier"), rows)
+
+    def log(self, n=20):
+        """The n newest events, oldest first."""
+        from bms.protection import FAULT_NAMES, STATE_NAMES
+
+        rows = []
+        for t, code, a, b in self._bms.events.last(n):
+            what = ev.name(code)
+            detail = "%d %d" % (a, b)
+            if code == ev.EV_STATE:
+                detail = "%s -> %s" % (_get(STATE_NAMES, a), _get(STATE_NAMES, b))
+            elif code in (ev.EV_FAULT_SET, ev.EV_FAULT_CLEAR, ev.EV_WARN_SET, ev.EV_WARN_CLEAR,
+                          ev.EV_LATCH):
+                detail = "%s (%d)" % (_get(FAULT_NAMES, a), b)
+            elif code in (ev.EV_CONFIG, ev.EV_CONFIG_REJECT):
+                from bms.config import FIELDS
+
+                detail = "%s = %d" % (_get([f[0] for f in FIELDS], a), b)
+            rows.append(("%.3f" % (t / 1000), what, detail))
+        if not rows:
+            self._p("event log empty")
+            return
+        self._table(("t_s", "event", "detail"), rows)
+
+    def config(self):
+        """The configuration in force."""
+        d = self._bms.cfg.as_dict()
+        self._table(("name", "value"), [(k, str(d[k])) for k in self._bms.cfg.names()])
+
+    def set(self, name, value):
+        """Change one configuration value (validated; saved to flash; logged)."""
+        from bms.config import ConfigError, field_index
+
+        b = self._bms
+        now = self._now()
+        try:
+            b.cfg.set(name, value)
+        except ConfigError as e:
+            b.events.add(now, ev.EV_CONFIG_REJECT, field_index(name), _intpart(value))
+            self._p("rejected: %s" % e)
+            return None
+        b.events.add(now, ev.EV_CONFIG, field_index(name), _intpart(value))
+        b.save_config(now)
+        self._p("%s = %s" % (name, b.cfg.get(name)))
+        return b.cfg.get(name)
+
+    def clear_faults(self):
+        """Explicit reset of latched faults (refused while the cause still stands)."""
+        ok = self._bms.prot.reset_latched(self._now())
+        self._p("latched faults cleared" if ok else "refused: the latched condition still stands")
+        return ok
+
+    def balance_test(self, cell):
+        """Bleed one cell (1-based) for 60 s to check its balancing circuit."""
+        b = self._bms
+        n = b.snap.n_cells
+        if not isinstance(cell, int) or not 1 <= cell <= n:
+            self._p("cell must be 1..%d" % n)
+            return False
+        if b.prot.faults or b.prot.latched:
+            self._p("refused: faults are active")
+            return False
+        b.bal_override = 1 << (cell - 1)
+        b.bal_override_until = self._now() + _BALANCE_TEST_MS
+        self._p("bleeding cell %d for %d s; watch bms.cells()" % (cell, _BALANCE_TEST_MS // 1000))
+        return True
+
+    def ship(self):
+        """Save state, open the FETs and put the AFE into ship mode (wake: TS1 boot pulse)."""
+        self._p("entering ship mode: FETs off, AFE shut down; wake with the BOOT button")
+        self._bms.ship()
+
+    def _table(self, head, rows):
+        widths = [len(h) for h in head]
+        for r in rows:
+            for i, c in enumerate(r):
+                if len(c) > widths[i]:
+                    widths[i] = len(c)
+        fmt = "  ".join(["%-" + str(w) + "s" for w in widths])
+        self._p(fmt % tuple(head))
+        self._p("  ".join(["-" * w for w in widths]))
+        for r in rows:
+            self._p(fmt % tuple(r))
+
+
+def _get(seq, i):
+    return seq[i] if 0 <= i < len(seq) else str(i)
+
+
+def _intpart(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _on(x):
+    return "on" if x else "off"
+
+
+def _yes(x):
+    return "yes" if x else "no"
+
+
+def _temps(s):
+    parts = []
+    for i in range(s.n_temps):
+        t = s.temp_dc[i]
+        parts.append("T%d %s" % (i + 1, "open/short" if t == -32768 else "%.1f C" % (t / 10)))
+    if s.die_temp_dc != -32768:
+        parts.append("die %.1f C" % (s.die_temp_dc / 10))
+    return "  ".join(parts)
+
+
+def _cells_of(mask):
+    return ",".join([str(i + 1) for i in range(16) if mask & (1 << i)])

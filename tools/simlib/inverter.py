@@ -1,0 +1,101 @@
+# simlib.inverter: a simulated inverter on the VirtualBus (host VM and CPython).
+#
+#   inv = Inverter(bus)             sends 0x305 (8 x 0x00) every second while on; ACKs frames
+#   inv.on = False                  switched off: silent and no ACK (-> "inverter lost" on the BMS)
+#   inv.requested_ma(wanted_ma, pack_mv) -> battery current the inverter actually asks for
+#
+# It decodes 0x351 (CVL/CCL/DCL/DVL), 0x35C (enable flags), 0x355 and 0x356 and obeys them the
+# way a Pylon-compatible inverter does: no charging above CVL, CCL/DCL clip the current,
+# nothing while the limits are older than stale_ms (Victron stops after ~3 s without 0x351).
+from simlib.mcp2515_emu import PyNode
+
+
+def _u16(d, o):
+    return d[o] | (d[o + 1] << 8)
+
+
+def _s16(d, o):
+    v = _u16(d, o)
+    return v - 0x10000 if v & 0x8000 else v
+
+
+class Inverter(PyNode):
+    def __init__(self, bus, period_ms=1000, stale_ms=3000, victron=False):
+        PyNode.__init__(self, bus, ack=True)
+        self.period_ms = period_ms
+        self.stale_ms = stale_ms
+        self.victron = victron  # also send 0x307 with "VIC"
+        self._next_ms = 0
+        self.cvl_mv = 0
+        self.ccl_ma = 0
+        self.dcl_ma = 0
+        self.dvl_mv = 0
+        self.chg_enable = False
+        self.dsg_enable = False
+        self.force_charge = False
+        self.soc_pct = -1
+        self.soh_pct = -1
+        self.pack_mv = 0
+        self.current_ma = 0
+        self.temp_dc = 0
+        self.flags359 = bytes(8)
+        self.alarms35a = bytes(8)
+        self.limits_ms = -1  # time of the last 0x351
+        self.sent = 0
+
+    def on_frame(self, can_id, d):
+        if len(d) < 8:
+            d = bytes(d) + bytes(8 - len(d))
+        now = self.bus.now_ms
+        if can_id == 0x351:
+            self.cvl_mv = _u16(d, 0) * 100
+            self.ccl_ma = _s16(d, 2) * 100
+            self.dcl_ma = _s16(d, 4) * 100
+            self.dvl_mv = _u16(d, 6) * 100
+            self.limits_ms = now
+        elif can_id == 0x35C:
+            self.chg_enable = bool(d[0] & 0x80)
+            self.dsg_enable = bool(d[0] & 0x40)
+            self.force_charge = bool(d[0] & 0x30)
+        elif can_id == 0x355:
+            self.soc_pct = _u16(d, 0)
+            self.soh_pct = _u16(d, 2)
+        elif can_id == 0x356:
+            self.pack_mv = _s16(d, 0) * 10
+            self.current_ma = _s16(d, 2) * 100
+            self.temp_dc = _s16(d, 4)
+        elif can_id == 0x359:
+            self.flags359 = bytes(d)
+        elif can_id == 0x35A:
+            self.alarms35a = bytes(d)
+
+    def tick(self, now_ms, ms):
+        if not self.on:
+            return
+        if now_ms >= self._next_ms:
+            self._next_ms = now_ms + self.period_ms
+            if self.send(0x305, bytes(8)):
+                self.sent += 1
+            if self.victron:
+                self.send(0x307, b"\x12\x34\x00\x00VIC")
+
+    def limits_valid(self, now_ms=None):
+        if now_ms is None:
+            now_ms = self.bus.now_ms
+        return self.on and self.limits_ms >= 0 and now_ms - self.limits_ms <= self.stale_ms
+
+    def requested_ma(self, wanted_ma, pack_mv):
+        """Clip the battery current the inverter wants (+ = charge) to what the BMS allows."""
+        if not self.limits_valid():
+            return 0
+        if wanted_ma > 0:
+            if not self.chg_enable or self.ccl_ma <= 0 or pack_mv >= self.cvl_mv:
+                return 0
+            return min(wanted_ma, self.ccl_ma)
+        if wanted_ma < 0:
+            if not self.dsg_enable or self.dcl_ma <= 0:
+                return 0
+            if self.dvl_mv > 0 and pack_mv <= self.dvl_mv:
+                return 0
+            return max(wanted_ma, -self.dcl_ma)
+        return 0

@@ -1,0 +1,294 @@
+# simlib.scenarios: named situations for tools/sim.py --scenario.
+#
+# A scenario shapes the pack (setup), drives the load and injects faults over time (step),
+# and names what it tests (watch): a predicate on the TRUE pack state, the FET that must
+# open, and the configuration delay allowed for the reaction. tools/sim.py measures, at
+# 250 ms resolution, the time from the true value crossing the limit to the FET opening
+# and whether the FET closed again afterwards (recovery), and writes both to the summary.
+#
+# Load convention: + = charging. `sim.load_ma` is what the house/PV wants from the battery;
+# the simulated inverter clips it to the BMS limits unless the scenario sets
+# `obey_limits = False` (a charger or load that ignores the BMS, so protection must act).
+
+
+class Scenario:
+    name = "normal"
+    doc = "a home day: PV charge by day, house loads with spikes at night"
+    hours = 24.0
+    obey_limits = True
+    watch = None  # (label, predicate(sim, cfg) -> bool, "chg"|"dsg", delay_field or None)
+    expect_recovery = True
+
+    def setup(self, sim, opts):
+        """Shape the pack before boot. Returns configuration overrides (dict)."""
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        """Battery current the house/charger asks for at t_ms (None: the home-day profile)."""
+        return None
+
+    def step(self, sim, t_ms):
+        """Inject faults at their times."""
+
+
+def _c(sim, frac):
+    return int(sim.capacity_mah * frac)
+
+
+class CellOv(Scenario):
+    name = "cell-ov"
+    doc = "a weak, high cell while a charger ignores the limits: charge FET opens, then recovers"
+    hours = 2.0
+    obey_limits = False
+    watch = ("cell_ov", lambda sim, cfg: sim.true_cell_max_mv() > cfg.cell_ov_mv, "chg",
+             "cell_ov_delay_ms")
+
+    def setup(self, sim, opts):
+        sim.pack.set_cell_soc(sim.cells - 1, 0.985)
+        for i in range(sim.cells - 1):
+            sim.pack.set_cell_soc(i, 0.93)
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        return _c(sim, 0.2) if t_ms < 1800000 else -_c(sim, 0.3)
+
+
+class CellUv(Scenario):
+    name = "cell-uv"
+    doc = "a weak, low cell while a load ignores the limits: discharge FET opens, then recovers"
+    hours = 2.0
+    obey_limits = False
+    watch = ("cell_uv", lambda sim, cfg: sim.true_cell_min_mv() < cfg.cell_uv_mv, "dsg",
+             "cell_uv_delay_ms")
+
+    def setup(self, sim, opts):
+        sim.pack.set_cell_soc(0, 0.02)
+        for i in range(1, sim.cells):
+            sim.pack.set_cell_soc(i, 0.08)
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        return -_c(sim, 0.3) if t_ms < 1800000 else _c(sim, 0.2)
+
+
+class OverCurrentCharge(Scenario):
+    name = "over-current-charge"
+    doc = "a charger pushes 0.8 C (limit 0.5 C) for 20 s: charge FET opens, retries, recovers"
+    hours = 0.5
+    obey_limits = False
+    watch = ("chg_oc", lambda sim, cfg: sim.pack.current_ma > cfg.chg_oc_ma, "chg",
+             "chg_oc_delay_ms")
+
+    def load_ma(self, sim, t_ms):
+        if 60000 <= t_ms < 80000:
+            return _c(sim, 0.8)
+        return _c(sim, 0.1)
+
+
+class OverCurrentDischarge(Scenario):
+    name = "over-current-discharge"
+    doc = "a load draws 1.2 C (limit 1 C, hardware 1.5 C) for 20 s: discharge FET opens"
+    hours = 0.5
+    obey_limits = False
+    watch = ("dsg_oc", lambda sim, cfg: -sim.pack.current_ma > cfg.dsg_oc_ma, "dsg",
+             "dsg_oc_delay_ms")
+
+    def load_ma(self, sim, t_ms):
+        if 60000 <= t_ms < 80000:
+            return -_c(sim, 1.2)
+        return -_c(sim, 0.1)
+
+
+class ShortCircuit(Scenario):
+    name = "short-circuit"
+    doc = "a 6 C short for 2 s: the AFE opens the discharge FET in microseconds; retry after hold-off"
+    hours = 0.5
+    obey_limits = False
+    watch = ("scd", lambda sim, cfg: -sim.pack.current_ma > cfg.hw_scd_ma, "dsg", None)
+
+    def load_ma(self, sim, t_ms):
+        if 60000 <= t_ms < 62000:
+            return -_c(sim, 6.0)
+        return -_c(sim, 0.05)
+
+
+class ChargeCold(Scenario):
+    name = "charge-cold"
+    doc = "PV wants to charge at -10 degC: charging is blocked until the pack is above 0 degC"
+    hours = 6.0
+    obey_limits = False
+    watch = ("chg_ut", lambda sim, cfg: sim.pack.temp_c * 10 < cfg.chg_temp_min_dc, "chg",
+             "temp_delay_ms")
+
+    def setup(self, sim, opts):
+        sim.pack.set_temperature(-10.0)
+        sim.pack.ambient_c = -10.0
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        return _c(sim, 0.1)
+
+    def step(self, sim, t_ms):
+        # The morning warms the room up: ambient ramps to 15 degC over four hours.
+        sim.pack.ambient_c = -10.0 + min(25.0, 25.0 * t_ms / 14400000)
+
+
+class OverTempDischarge(Scenario):
+    name = "over-temp-discharge"
+    doc = "a hot room while discharging: discharge FET opens above 55 degC, recovers when cool"
+    hours = 6.0
+    obey_limits = False
+    watch = ("dsg_ot", lambda sim, cfg: sim.pack.temp_c * 10 > cfg.dsg_temp_max_dc, "dsg",
+             "temp_delay_ms")
+
+    def setup(self, sim, opts):
+        sim.pack.set_temperature(50.0)
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        return -_c(sim, 0.05)
+
+    def step(self, sim, t_ms):
+        # Ambient climbs to 70 degC for 1.5 h, then falls back to 25 degC.
+        if t_ms < 5400000:
+            sim.pack.ambient_c = 70.0
+        else:
+            sim.pack.ambient_c = 25.0
+
+
+class ThermistorOpen(Scenario):
+    name = "thermistor-open"
+    doc = "thermistor 1 opens for 10 minutes: both FETs open (no temperature), then recover"
+    hours = 1.0
+    watch = ("temp_sensor", lambda sim, cfg: sim.pack.thermistor_open, "chg", "temp_delay_ms")
+
+    def step(self, sim, t_ms):
+        sim.pack.thermistor_open = 600000 <= t_ms < 1200000
+
+
+class AfeLost(Scenario):
+    name = "afe-lost"
+    doc = "the AFE stops answering on I2C for 30 s: both FETs off within one cycle, then recover"
+    hours = 0.5
+    watch = ("afe_lost", lambda sim, cfg: sim.emu.lost, "dsg", None)
+
+    def load_ma(self, sim, t_ms):
+        return -_c(sim, 0.05)
+
+    def step(self, sim, t_ms):
+        sim.emu.lost = 300000 <= t_ms < 330000
+
+
+class AfeXready(Scenario):
+    name = "afe-xready"
+    doc = "DEVICE_XREADY at 5 min: the AFE opens both FETs; cleared after 3 s and restored"
+    hours = 0.5
+    watch = ("xready", lambda sim, cfg: sim.xready_pending, "dsg", None)
+
+    def load_ma(self, sim, t_ms):
+        return -_c(sim, 0.05)
+
+    def step(self, sim, t_ms):
+        if t_ms == 300000:
+            sim.emu.inject_xready()
+        sim.xready_pending = bool(sim.emu.regs[0] & 0x20)
+
+
+class Imbalance(Scenario):
+    name = "imbalance"
+    doc = "5 % capacity and SOC spread between cells; balancing at the top of charge"
+    hours = 72.0
+
+    def setup(self, sim, opts):
+        sim.pack.spread(capacity=0.05, soc=0.05, seed=sim.seed)
+        return {}
+
+
+class HighCell(Scenario):
+    name = "high-cell"
+    doc = "one cell 3 % higher than the rest: the charge voltage follows it, no over-voltage trip"
+    hours = 24.0
+
+    def setup(self, sim, opts):
+        sim.pack.set_cell_soc(sim.cells - 1, min(1.0, sim.pack.true_soc() + 0.03))
+        return {}
+
+
+class ColdMorning(Scenario):
+    name = "cold-morning"
+    doc = "a -5 degC morning: the heater warms the pack before the BMS allows charging"
+    hours = 8.0
+
+    def setup(self, sim, opts):
+        sim.pack.set_temperature(-5.0)
+        sim.pack.ambient_c = -5.0
+        return {}
+
+    def step(self, sim, t_ms):
+        sim.pack.ambient_c = -5.0 + min(10.0, 10.0 * t_ms / 28800000)
+
+
+class SocDrift(Scenario):
+    name = "soc-drift"
+    doc = "four days without a full charge and a +0.5 A current-sensor offset"
+    hours = 96.0
+
+    def setup(self, sim, opts):
+        sim.emu.cc_offset_ma = 500
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        ma = sim.profile.current_ma(t_ms)
+        # Clouds all week: PV covers only part of the house load, never reaches full.
+        if ma > 0:
+            ma = ma // 3
+        return ma
+
+
+class AgedPack(Scenario):
+    name = "aged-pack"
+    doc = "cells at 80 % capacity with 1.6x resistance: SOH learns the fade"
+    hours = 72.0
+
+    def setup(self, sim, opts):
+        sim.pack.age(capacity_factor=0.8, resistance_factor=1.6)
+        return {}
+
+
+class InverterLost(Scenario):
+    name = "inverter-lost"
+    doc = "the inverter goes silent for 2 minutes: the BMS notices, keeps protecting and sending"
+    hours = 0.5
+    expect_recovery = True
+
+    def step(self, sim, t_ms):
+        if sim.inverter is not None:
+            sim.inverter.online = not (600000 <= t_ms < 720000)
+
+
+ALL = (
+    Scenario,
+    CellOv,
+    CellUv,
+    OverCurrentCharge,
+    OverCurrentDischarge,
+    ShortCircuit,
+    ChargeCold,
+    OverTempDischarge,
+    ThermistorOpen,
+    AfeLost,
+    AfeXready,
+    Imbalance,
+    HighCell,
+    ColdMorning,
+    SocDrift,
+    AgedPack,
+    InverterLost,
+)
+
+
+def get(name):
+    for cls in ALL:
+        if cls.name == name:
+            return cls()
+    raise KeyError(name)
