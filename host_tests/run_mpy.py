@@ -31,6 +31,7 @@ def main():
     passed = failed = 0
     for modname in _modules(selected):
         t0 = time.ticks_ms()
+        before = set(sys.modules)
         try:
             mod = __import__(modname)
         except Exception as e:
@@ -55,7 +56,11 @@ def main():
                 print("FAIL %s.%s" % (modname, name))
                 sys.print_exception(e)
         print("  %-40s %3d ok  %5d ms" % (modname, n, time.ticks_diff(time.ticks_ms(), t0)))
-        del sys.modules[modname]
+        # Unload everything this test module pulled in, so the next one starts from an
+        # unfragmented heap (the board-sized -X heapsize makes fragmentation matter).
+        for k in list(sys.modules):
+            if k not in before:
+                del sys.modules[k]
         gc.collect()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(min(failed, 100))

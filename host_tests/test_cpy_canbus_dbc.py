@@ -160,7 +160,8 @@ def test_reference_state_both_profiles():
         bms = FakeBms(can_profile=prof, can_modules=10)
         bms.snap.current_ma = -123456
         bms.prot.faults = 1 << FAULT_NAMES.index("cell_ov")
-        bms.prot.warnings = (1 << FAULT_NAMES.index("chg_oc")) | (1 << FAULT_NAMES.index("imbalance"))
+        bms.prot.warnings = (1 << FAULT_NAMES.index("chg_oc")) | (
+            1 << FAULT_NAMES.index("imbalance"))
         bms.limits.force_charge = 1
         check(bms, prof == "victron")
 
@@ -248,3 +249,45 @@ def test_random_states_decode_to_the_state(victron, faults, warnings, latched, c
     lim.force_charge, lim.full_charge_req = fc, full
     bms.est.soc_pct, bms.est.soh_pct = soc, soh
     check(bms, victron)
+
+
+def test_candump_log_from_the_emulator_decodes_with_canmon(tmp_path):
+    import canmon
+
+    from bms import mcp2515 as M
+    from simlib.inverter import Inverter
+    from simlib.mcp2515_emu import MCP2515Emu, VirtualBus
+
+    bus = VirtualBus()
+    log = tmp_path / "can.log"
+    bus.log_file = open(log, "w")
+    emu = MCP2515Emu(bus)
+    Inverter(bus)
+    bms = FakeBms(can_profile="victron")
+    bms.snap.current_ma = -4200
+    drv = M.MCP2515(emu.spi, emu.cs)
+    drv.init()
+    p = CanProtocol(drv, bms.cfg, bms.events, fault_names=FAULT_NAMES)
+    t = 0
+    for _ in range(25):
+        bus.set_time(t)
+        p.poll(bms, t)
+        t += 100
+    bus.log_file.close()
+    lines = log.read_text().splitlines()
+    frames = [canmon.parse_log_line(x) for x in lines]
+    assert all(f is not None for f in frames)
+    ids = [f[2] for f in frames]
+    assert ids.count(0x351) == 3 and 0x305 in ids
+    t356 = [f for f in frames if f[2] == 0x356][0]
+    assert t356[0] == 0.0
+    d = DB.get_message_by_frame_id(0x356).decode(t356[4])
+    assert abs(d["BatteryCurrent"] + 4.2) < 1e-9
+    out = []
+
+    class W:
+        def write(self, s):
+            out.append(s)
+
+    assert canmon.run_log(DB, str(log), {0x356}, False, W()) == 3
+    assert "BatteryCurrent=-4.2 A" in out[0]

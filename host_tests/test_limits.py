@@ -365,3 +365,11 @@ def test_untrusted_soc_is_not_used():
     # storage mode uses the best estimate anyway
     lim = step(Limits(cfg4(storage_mode=1)), [3200] * 4, 0, est=Est(60.0, err=50.0))
     assert lim.ccl_ma == 0 and not lim.full_charge_req
+
+
+def test_max_current_kept_inside_the_over_current_warning():
+    # chg_oc_ma 30 A, warning 10 % below it: the limit stays 5 % below the warning level
+    cfg = cfg4(chg_oc_ma=30000, dsg_oc_ma=60000)
+    lim = step(Limits(cfg), [3300] * 4, 0)
+    assert lim.ccl_ma == 30000 * 85 // 100 and lim.dcl_ma == 60000 * 85 // 100
+    assert step(Limits(cfg4()), [3300] * 4, 0).ccl_ma == 40000  # default 0.4 C is inside

@@ -232,3 +232,65 @@ def test_recv_result_reused_no_alloc_per_frame():
     p.send(0x305, bytes(8))
     r2 = drv.recv_into(buf)
     assert r1 is r2  # one preallocated result object
+
+
+class _QuietSPI:
+    # answers every read with `fill` and allocates nothing (the emulator itself allocates)
+    def __init__(self):
+        self.fill = 0
+
+    def write(self, buf):
+        pass
+
+    def readinto(self, buf, write=0):
+        f = self.fill
+        for i in range(len(buf)):
+            buf[i] = f
+
+
+class _QuietPin:
+    def value(self, v=None):
+        return 1
+
+
+def test_hot_path_does_not_allocate():
+    import micropython
+
+    spi = _QuietSPI()
+    drv = M.MCP2515(spi, _QuietPin())
+    buf = bytearray(8)
+    data = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    drv.service(0)
+    drv.send(0x351, data, 8)
+    micropython.heap_lock()
+    try:
+        for t in range(10):
+            spi.fill = 0x00  # no TXREQ, no RX, no errors
+            drv.service(t)
+            ok = drv.send(0x351, data, 8)
+            spi.fill = 0x01  # RX0IF set; every RX byte 0x01
+            r = drv.recv_into(buf)
+    finally:
+        micropython.heap_unlock()
+    assert ok and r is not None and r[1] == 1
+
+
+def test_emulator_bit_modify_and_rx_status():
+    bus, emu, p, drv = _setup()
+    drv.modify(0x2B, 0x0F, 0xFF)  # CANINTE is bit-modifiable
+    assert emu.regs[0x2B] == 0x0F | (_INTE & 0xF0)
+    drv.modify(0x31, 0x0F, 0xAB)  # TXB0SIDH is not: the mask acts as 0xFF
+    assert emu.regs[0x31] == 0xAB
+    p.send(0x123, b"\x01\x02")
+    cmd = bytearray(b"\xb0")
+    out = bytearray(1)
+    emu.cs.value(0)
+    emu.spi.write(cmd)
+    emu.spi.readinto(out)
+    emu.cs.value(1)
+    assert out[0] >> 6 == 1  # message in RXB0, standard data frame, filter 0
+    drv.set_mode(M.MODE_LOOPBACK)
+    assert drv.read_reg(0x5E) == drv.read_reg(0x0E) == M.MODE_LOOPBACK  # CANSTAT mirrored
+
+
+_INTE = 0x01 | 0x02 | 0x20  # what init() enables

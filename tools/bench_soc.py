@@ -116,9 +116,10 @@ def main():
             cases.append(("%s_cycles_aged/%s" % (chem, tag),
                           os.path.join(HERE, "traces", chem + "_cycles.csv"), chem, 1.12, own, own))
     for name in ("DST", "US06"):
-        cases.append(("calce_%s/gen" % name.lower(),
-                      os.path.join(SHARED, "CALCE_A123_%s_20C.csv" % name), "lfp", None, False,
-                      False))
+        path = os.path.join(SHARED, "CALCE_A123_%s_20C.csv" % name)
+        cases.append(("calce_%s/gen" % name.lower(), path, "lfp", None, False, False))
+        # the BMS saw the charge end (full sync before the block): initial SOC known
+        cases.append(("calce_%s/gen/synced" % name.lower(), path, "lfp", 0.0, False, False))
     nominal = {"nmc": 5.0, "lfp": 2.3, "calce": 1.1}
     print("SOC/SOH benchmark: gain +/-1 %, offset 50 mA per 100 Ah, 2 mV noise, SOC0 +/-20 pts")
     print("%-22s %-5s %7s %7s | %7s %7s %6s | %8s %8s %7s | %s" % (
@@ -133,9 +134,11 @@ def main():
         use_table(chem, own)
         rows = load(path)
         cap_true = true_capacity_ah(rows)
-        cap_nom = cap_true * factor if factor else nominal["calce" if name.startswith("calce") else chem]
+        cap_nom = cap_true * factor if factor else nominal["calce" if "calce" in name else chem]
         s0 = rows[0]["soc_true"] * 100.0
         soc0 = s0 + 20.0 if s0 <= 80.0 else s0 - 20.0
+        if factor == 0.0:
+            soc0 = s0
         converge_s = 3600.0 if chem == "nmc" else None
         worst = None
         for gain in (1.01, 0.99):
@@ -152,14 +155,15 @@ def main():
         if not scored:
             verdicts.append((name, "reported only (measured data, or generic OCV table)"))
             continue
-        t_rmse, t_max = TARGETS[chem]
-        ok_soc = worst["rmse_c"] <= t_rmse and worst["max_c"] <= t_max
-        text = "SOC RMSE <= %.0f %% and max <= %.0f %% after convergence: %s" % (
-            t_rmse, t_max, "MET" if ok_soc else "NOT MET")
         if factor:
             ok_cap = worst.get("cap_worst", 99.0) <= 3.0
-            text += "; capacity within 3 %% after two full cycles: %s" % (
+            text = "capacity within 3 %% after two full cycles: %s (SOC here: learning run)" % (
                 "MET" if ok_cap else "NOT MET")
+        else:
+            t_rmse, t_max = TARGETS[chem]
+            ok_soc = worst["rmse_c"] <= t_rmse and worst["max_c"] <= t_max
+            text = "SOC RMSE <= %.0f %% and max <= %.0f %% after convergence: %s" % (
+                t_rmse, t_max, "MET" if ok_soc else "NOT MET")
         verdicts.append((name, text))
     print()
     print("own = the cell's own OCV table installed (ocv.set_table), gen = firmware default table")

@@ -5,7 +5,7 @@
 # The firmware (bms.app.Bms) runs unchanged against boards/sim/board.py, whose buses are
 # register-level emulators (tools/simlib). Simulated time is explicit: every 250 ms the
 # pack and the AFE advance, then the firmware's measure+protect cycle runs; every second
-# the control cycle; comms every 50 ms of simulated time. Nothing reads the wall clock
+# the control cycle; comms every 250 ms (50 ms with --rs485) of simulated time. Nothing reads the wall clock
 # except the speed figure.
 #
 # Options (stable interface, documented in the README):
@@ -91,6 +91,15 @@ def _mkdirs(path):
             pass
 
 
+def _fresh_flash(path):
+    """The virtual board's flash starts empty on every run (a new pack)."""
+    import os
+
+    _mkdirs(path + "/x")
+    for fn in os.listdir(path):
+        os.remove(path + "/" + fn)
+
+
 def _fmt(x):
     if isinstance(x, float):
         return "%.2f" % x
@@ -152,6 +161,7 @@ def main(argv):
         capacity_mah=cap_mah,
         seed=args.seed,
         soc=args.soc / 100 if args.soc >= 0 else 0.5,
+        can=True,
     )
     overrides = scen.setup(sim, args) or {}
     import board  # boards/sim/board.py
@@ -162,6 +172,7 @@ def main(argv):
     board.configure(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah)
     cfg = Config(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah, **overrides)
     hw = board.open(sim)
+    _fresh_flash(hw.data_dir)
     if args.candump and sim.canbus is not None:
         _mkdirs(args.candump)
         sim.canbus.log_file = open(args.candump, "w")
@@ -179,6 +190,9 @@ def main(argv):
 
     from bms.protection import STATE_NAMES, fault_names
 
+    # Comms (CAN frames once a second, Modbus polling) run once per 250 ms cycle, or every
+    # 50 ms of simulated time while a Modbus client is attached (--rs485).
+    substeps = 5 if getattr(args, "rs485", "") else 1
     end_ms = int(hours * 3600000)
     speed = 0.0 if args.speed == "max" else float(args.speed)
     wall0 = time.ticks_ms()
@@ -193,8 +207,8 @@ def main(argv):
             want = sim.profile.current_ma(t)
         sim.request_ma = sim.inverter_request(want, bms, scen.obey_limits, t)
         # --- 250 ms of physics, then the firmware's cycles ------------------------------
-        for _ in range(5):
-            sim.advance(50)
+        for _ in range(substeps):
+            sim.advance(250 // substeps)
             bms.comms_cycle(sim.clock.now_ms())
         now = sim.clock.now_ms()
         bms.fast_cycle(now)

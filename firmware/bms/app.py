@@ -27,6 +27,7 @@ from bms.config import Config, ConfigError
 from bms.estimator import Estimator
 from bms.events import EventLog
 from bms.limits import Limits
+from bms import protection
 from bms.protection import Protection
 from bms.snapshot import Snapshot
 from bms.store import Store
@@ -56,8 +57,7 @@ class Bms:
         self.hw = hw
         self.clock = hw.clock if hw.clock is not None else MonotonicClock()
         self.events = EventLog(64)
-        self.store = Store(hw.data_dir)
-        self.store_status = {}
+        self.store = Store(hw.data_dir, self.events)
         if cfg is None:
             cfg = self._load_config(b)
         self.cfg = cfg
@@ -75,8 +75,19 @@ class Bms:
         self.prot = Protection(cfg, self.events)
         self.est = Estimator(cfg, self.events)
         self.bal = Balancer(cfg, b.CELLS)
-        self.limits = Limits(cfg)
-        self.thermal = Thermal(cfg)
+        # A board without the output pin has no heater/fan; with it, cfg.have_* decides.
+        self.thermal = Thermal(
+            cfg,
+            have_heater=None if hw.heater is not None else False,
+            have_fan=None if hw.fan is not None else False,
+        )
+        self.limits = Limits(
+            cfg,
+            thermal=self.thermal,
+            cold_fault_mask=1 << protection.F_CHG_UT,
+            chg_warn_mask=protection.MASK_CHG,
+            dsg_warn_mask=protection.MASK_DSG,
+        )
         self.can = None
         self.modbus = None
         self._open_comms(hw, cfg)
@@ -98,13 +109,14 @@ class Bms:
     # --- construction helpers ---------------------------------------------------------
     def _load_config(self, b):
         base = Config(chemistry=b.CHEMISTRY, cells=b.CELLS, capacity_mah=b.CAPACITY_MAH)
-        saved, status = self.store.load_status("config")
-        self.store_status["config"] = status
+        saved = self.store.load("config")
         if saved:
             try:
                 base.update(saved)
             except (ConfigError, TypeError, ValueError):
-                self.store_status["config"] = "rejected"
+                # A stored configuration that no longer validates (e.g. after an update
+                # narrowed a range): keep the board defaults, and say so in the log.
+                self.events.add(0, ev.EV_STORE, 3, 4)
         return base
 
     def _open_comms(self, hw, cfg):
@@ -123,28 +135,24 @@ class Bms:
     # --- boot ---------------------------------------------------------------------------
     def boot(self):
         now = self.clock.now_ms()
+        store = self.store
+        state = store.load("state", now)
         boots = 0
-        state, status = self.store.load_status("state")
-        self.store_status["state"] = status
         if state:
-            boots = int(state.get("boots", 0)) + 1
             try:
+                boots = int(state.get("boots", 0)) + 1
                 self.est.load_state(state.get("est", {}))
-            except (ValueError, TypeError, KeyError):
-                self.store_status["state"] = "rejected"
+                self.limits_restore(state.get("limits", {}))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                self.events.add(now, ev.EV_STORE, 2, 4)
         self.boots = boots
-        saved_events, status = self.store.load_status("events")
-        self.store_status["events"] = status
+        saved_events = store.load("events", now)
         if saved_events:
             try:
                 self.events.load_list(saved_events.get("log", []))
             except (ValueError, TypeError):
-                self.store_status["events"] = "rejected"
+                self.events.add(now, ev.EV_STORE, 3, 4)
         self.events.add(now, ev.EV_BOOT, self.hw.reset_cause, boots)
-        for kind in ("config", "state", "events"):
-            st = self.store_status.get(kind)
-            if st not in (None, "ok", "missing"):
-                self.events.add(now, ev.EV_STORE, _STORE_KINDS.index(kind), _STORE_CODES.get(st, 4))
         self._afe_start(now)
         if self.can is not None:
             try:
@@ -182,6 +190,7 @@ class Bms:
             self._force_save = True
 
     _force_save = False
+    _cfg_saved = 0
 
     # --- the periodic parts ---------------------------------------------------------------
     def fast_cycle(self, now):
@@ -243,7 +252,7 @@ class Bms:
                 self.bal_mask = mask
             except (AfeError, ValueError):
                 self.bal_mask = -1  # unknown: rewrite next time
-        self.thermal.update(snap, now)
+        self.thermal.update(snap, now, self.limits.charge_wanted)
         self.limits.update(snap, prot, est, now)
         hw = self.hw
         if hw.heater is not None:
@@ -262,9 +271,21 @@ class Bms:
         self._force_save = False
         self.store.maybe_save("state", self.state_record(), now, force)
         self.store.maybe_save("events", {"log": self.events.to_list()}, now, force)
+        if self.cfg.generation != self._cfg_saved:
+            # Changed through the REPL or Modbus: keep it across reboots.
+            self.store.maybe_save("config", self.cfg.as_dict(), now, True)
+            self._cfg_saved = self.cfg.generation
 
     def state_record(self):
-        return {"boots": self.boots, "est": self.est.state_dict()}
+        return {
+            "boots": self.boots,
+            "est": self.est.state_dict(),
+            "limits": {"since_full_s": self.limits.since_full_s},
+        }
+
+    def limits_restore(self, d):
+        if "since_full_s" in d:
+            self.limits.since_full_s = int(d["since_full_s"])
 
     def save_config(self, now):
         self.store.maybe_save("config", self.cfg.as_dict(), now, True)
@@ -313,10 +334,6 @@ class Bms:
         self.persist_cycle(now, True)
         self.afe.set_fets(False, False)
         self.afe.ship()
-
-
-_STORE_KINDS = ("config", "state", "events")
-_STORE_CODES = {"ok": 1, "fallback": 2, "missing": 3, "corrupt": 4, "rejected": 4}
 
 
 # --- asyncio runtime (boards) ---------------------------------------------------------------

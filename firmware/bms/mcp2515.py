@@ -88,7 +88,7 @@ _MODE_TRIES = const(20)
 
 
 def bit_timing(crystal_hz, bitrate):
-    """(CNF1, CNF2, CNF3) for a 75 % sample point, SJW 1, single sampling; ValueError if none."""
+    # (CNF1, CNF2, CNF3) for a 75 % sample point, SJW 1, single sampling; ValueError if none.
     for ntq in (16, 8):
         div = 2 * bitrate * ntq
         if div <= 0 or crystal_hz % div:
@@ -108,7 +108,7 @@ def bit_timing(crystal_hz, bitrate):
 
 
 def sample_point_pct(cnf2, cnf3):
-    """Sample point in % of the bit time for given CNF2/CNF3 (BTLMODE = 1)."""
+    # Sample point in % of the bit time for given CNF2/CNF3 (BTLMODE = 1).
     prop = (cnf2 & 7) + 1
     ps1 = ((cnf2 >> 3) & 7) + 1
     ps2 = (cnf3 & 7) + 1
@@ -205,7 +205,7 @@ class MCP2515:
 
     # --- set-up -------------------------------------------------------------------------
     def reset(self):
-        """RESET instruction; the chip comes up in configuration mode. OSError if it does not."""
+        # RESET instruction; the chip comes up in configuration mode. OSError if it does not.
         self._instr(_RESET)
         for _ in range(_MODE_TRIES):
             if self.read_reg(_CANSTAT) & 0xE0 == MODE_CONFIG:
@@ -215,7 +215,7 @@ class MCP2515:
         raise OSError("MCP2515 not responding")
 
     def init(self, mode=MODE_NORMAL):
-        """Reset, bit timing, accept-all filters, rollover, then enter mode. OSError if no chip."""
+        # Reset, bit timing, accept-all filters, rollover, then enter mode. OSError if no chip.
         self.reset()
         c1, c2, c3 = self.cnf
         self.write_reg(_CNF3, c3)
@@ -232,7 +232,7 @@ class MCP2515:
             raise OSError("MCP2515 mode change")
 
     def set_mode(self, mode):
-        """Request an operation mode; True when CANSTAT confirms (bounded polling)."""
+        # Request an operation mode; True when CANSTAT confirms (bounded polling).
         self.modify(_CANCTRL, 0xE0, mode)
         for _ in range(_MODE_TRIES):
             if self.read_reg(_CANSTAT) & 0xE0 == mode:
@@ -241,9 +241,9 @@ class MCP2515:
         return False
 
     def set_filters(self, masks, filters):
-        """masks: 2 ids (RXM0 for RXB0, RXM1 for RXB1); filters: 6 ids (RXF0-1 -> RXB0, RXF2-5
-        -> RXB1). A mask bit 1 = compare that id bit. EXT_FLAG in a filter = match 29-bit frames.
-        Goes through configuration mode and back to the current mode."""
+        # masks: 2 ids (RXM0 for RXB0, RXM1 for RXB1); filters: 6 ids (RXF0-1 -> RXB0, RXF2-5
+        # -> RXB1). A mask bit 1 = compare that id bit. EXT_FLAG in a filter = match 29-bit frames.
+        # Goes through configuration mode and back to the current mode.
         mode = self.mode
         if not self.set_mode(MODE_CONFIG):
             return False
@@ -280,8 +280,8 @@ class MCP2515:
 
     # --- transmit -------------------------------------------------------------------------
     def send(self, can_id, data, dlc):
-        """Queue a data frame in a free TX buffer. Non-blocking: False when none is free, while
-        bus-off or while an abort is in progress. can_id | EXT_FLAG sends a 29-bit id."""
+        # Queue a data frame in a free TX buffer. Non-blocking: False when none is free, while
+        # bus-off or while an abort is in progress. can_id | EXT_FLAG sends a 29-bit id.
         if self._abat or self.state == STATE_BUS_OFF or dlc > 8 or dlc < 0:
             self.tx_busy += 1
             return False
@@ -307,12 +307,12 @@ class MCP2515:
         return True
 
     def tx_pending(self):
-        """Number of TX buffers with TXREQ set."""
+        # Number of TX buffers with TXREQ set.
         st = self.read_status()
         return ((st >> 2) & 1) + ((st >> 4) & 1) + ((st >> 6) & 1)
 
     def abort(self):
-        """Abort every pending transmission (CANCTRL.ABAT); service() clears ABAT afterwards."""
+        # Abort every pending transmission (CANCTRL.ABAT); service() clears ABAT afterwards.
         self.modify(_CANCTRL, _ABAT, _ABAT)
         self._abat = True
 
@@ -323,8 +323,8 @@ class MCP2515:
         return bool(self.read_status() & (_RX0IF | _RX1IF))
 
     def recv_into(self, buf):
-        """Copy the next received frame's data into buf (>= 8 bytes). Returns the reused list
-        [can_id, dlc] (EXT_FLAG or-ed in for 29-bit ids; .rx_ext tells too) or None."""
+        # Copy the next received frame's data into buf (>= 8 bytes). Returns the reused list
+        # [can_id, dlc] (EXT_FLAG or-ed in for 29-bit ids; .rx_ext tells too) or None.
         if self.int_pin is not None and self.int_pin.value():
             return None
         st = self.read_status()
@@ -364,8 +364,8 @@ class MCP2515:
 
     # --- supervision ----------------------------------------------------------------------
     def service(self, now_ms):
-        """Read TEC/REC/EFLG/CANINTF, clear error flags, abort stale TX, track bus-off.
-        Call once per comms cycle (a few SPI transfers; never waits on the bus)."""
+        # Read TEC/REC/EFLG/CANINTF, clear error flags, abort stale TX, track bus-off.
+        # Call once per comms cycle (a few SPI transfers; never waits on the bus).
         self.now_ms = now_ms
         r = self._regs
         self._read_block(_TEC, r)  # 0x1C TEC, 0x1D REC, ..., 0x2C CANINTF, 0x2D EFLG

@@ -37,10 +37,14 @@
 # Debounce: a fault sets when its condition has held for its delay (a value inside the
 # hysteresis band holds the timer; a value past the release level resets it). It clears when
 # its release condition (value back past the hysteresis) has held for cfg.release_delay_ms.
-# Retry faults (chg_oc, dsg_oc, hw_ocd, scd) clear cfg.oc_retry_ms after they set (the
-# hardware bit is cleared at that moment); the trip that exceeds cfg.oc_retry_max latches.
-# The trip counter of each retry fault decays by one for every 4 * cfg.oc_retry_ms without
-# a trip of that fault.
+# A cycle without a valid reading of the quantity holds the timers. Retry faults (chg_oc,
+# dsg_oc, hw_ocd, scd) clear cfg.oc_retry_ms after they set (software over-current: once the
+# current is back under the limit; hardware: the SYS_STAT bit is cleared at that moment); the
+# trip that finds the trip counter at cfg.oc_retry_max latches. The counter of each retry
+# fault decays by one for every 4 * cfg.oc_retry_ms without a trip of that fault.
+# SYS_STAT: OV/UV bits are cleared with the software release of cell OV/UV, XREADY after it
+# has been set for 3 s (OVRD_ALERT 10 s), SCD/OCD at the retry time; never CC_READY.
+# Fault list with directions, tiers and release conditions: docs/protection.md.
 #
 # Body diode: when the charge FET is open only for cell_ov / pack_ov / hw_ov / chg_ot /
 # chg_ut and the pack discharges (current < -cfg.body_diode_ma), the charge FET closes
@@ -251,7 +255,9 @@ class Protection:
         self._cmin = 0  # last plausible minimum cell (for reset_latched)
         self._cells_ok = False
         # Sanity of the hand-written masks (import-time cost only).
-        if _mask(DIR_CHG) != MASK_CHG or _mask(DIR_DSG) != MASK_DSG:
+        if (_mask(DIR_CHG) != MASK_CHG or _mask(DIR_DSG) != MASK_DSG
+                or _FLAGS_ALL != FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_CURRENT_VALID
+                | FLAG_TEMPS_VALID):
             raise ValueError("protection masks")
 
     # --- debounce helpers (allocation-free; dt and now are in self._dt / self._now) --------
@@ -309,9 +315,10 @@ class Protection:
             self._st[i] = 0
         return 0
 
-    def _retry(self, i, cond, hold, val, delay):
+    def _retry(self, i, cond, rel, hold, val, delay):
         """Debounce a retry fault (over-current, OCD, SCD): it clears oc_retry_ms after it
-        set unless `hold`; the trip beyond oc_retry_max latches. Returns 1 when it cleared."""
+        set unless `hold`; the trip beyond oc_retry_max latches. Neither cond nor rel (no
+        valid reading): the set timer holds. Returns 1 when it cleared."""
         bit = 1 << i
         dt = self._dt
         if self.faults & bit:
@@ -333,8 +340,9 @@ class Protection:
             q = 0
         self._qt[i] = q
         if not cond:
-            self._pc &= ~bit
-            self._st[i] = 0
+            if rel:
+                self._pc &= ~bit
+                self._st[i] = 0
             return 0
         t = 0
         if self._pc & bit:
@@ -576,14 +584,14 @@ class Protection:
         # --- current: software levels, hardware OCD/SCD; retry then latch -------------------
         d = 0 if boot else c.chg_oc_delay_ms
         x = cur_ok and cur > c.chg_oc_ma
-        self._retry(F_CHG_OC, x, x, cur, d)  # no retry while the current still flows
+        self._retry(F_CHG_OC, x, cur_ok, x, cur, d)  # no retry while the current still flows
         d = 0 if boot else c.dsg_oc_delay_ms
         x = cur_ok and -cur > c.dsg_oc_ma
-        self._retry(F_DSG_OC, x, x, -cur, d)
+        self._retry(F_DSG_OC, x, cur_ok, x, -cur, d)
         # Hardware trips: the bit stays set until cleared here, at the retry time.
-        if self._retry(F_HW_OCD, stat & STAT_OCD, False, stat, 0):
+        if self._retry(F_HW_OCD, stat & STAT_OCD, new, False, stat, 0):
             self.clear_stat |= STAT_OCD
-        if self._retry(F_SCD, stat & STAT_SCD, False, stat, 0):
+        if self._retry(F_SCD, stat & STAT_SCD, new, False, stat, 0):
             self.clear_stat |= STAT_SCD
 
         # --- temperatures --------------------------------------------------------------------

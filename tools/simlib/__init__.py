@@ -43,7 +43,7 @@ class Simulator:
     def __init__(self, chemistry="lfp", cells=4, capacity_mah=100000, seed=1, variant=None,
                  address=0x08, crc=True, shunt_uohm=1000, n_temps=None, gain_uv=380,
                  offset_mv=30, cc_sign=1, adc_noise_mv=0.0, heater_w=50.0, profile=None,
-                 pack_kwargs=None, emu_kwargs=None, **pack_options):
+                 pack_kwargs=None, emu_kwargs=None, can=False, **pack_options):
         self.seed = seed
         self.chemistry = chemistry
         self.cells = cells
@@ -73,12 +73,25 @@ class Simulator:
             self.load_fn = self.profile.current_ma
         elif profile is not None:
             self.load_fn = profile
-        self.canbus = None  # CAN bus emulator (added by its owner)
-        self.inverter = None  # inverter emulator (added by its owner)
+        self.canbus = None  # CAN bus (mcp2515_emu.VirtualBus) when can=True
+        self.inverter = None  # simulated inverter on that bus
+        self.spi = None  # machine.SPI-like object of the MCP2515 emulator
+        self.can_cs = None
+        self.uart = None  # machine.UART-like object for RS485 (tools/sim.py --rs485)
+        self.rs485_de = None
+        if can:
+            from simlib.inverter import Inverter
+            from simlib.mcp2515_emu import MCP2515Emu, VirtualBus
+
+            self.canbus = VirtualBus(500000)
+            self.mcp = MCP2515Emu(self.canbus)
+            self.spi = self.mcp.spi
+            self.can_cs = self.mcp.cs
+            self.inverter = Inverter(self.canbus)
         self.xready_pending = False  # scenario bookkeeping
         self.wdt = None
         self.wdt_resets = 0
-        self.reset_cause = "power_on"
+        self.reset_cause = 1  # machine.PWRON_RESET
 
     @property
     def t_ms(self):
@@ -149,8 +162,10 @@ class Simulator:
             pack.step(dt, self.request_ma, chg, dsg, emu.bal_cells)
             emu.tick(dt)
             clock.t_ms = t + dt
+            if self.canbus is not None:
+                self.canbus.set_time(clock.t_ms)
         w = self.wdt
         if w is not None and w.expired():
             self.wdt_resets += 1
-            self.reset_cause = "wdt"
+            self.reset_cause = 3  # machine.WDT_RESET
             w.last_feed_ms = clock.t_ms

@@ -3,6 +3,7 @@
 #   inv = Inverter(bus)             sends 0x305 (8 x 0x00) every second while on; ACKs frames
 #   inv.on = False                  switched off: silent and no ACK (-> "inverter lost" on the BMS)
 #   inv.requested_ma(wanted_ma, pack_mv) -> battery current the inverter actually asks for
+#   inv.request(want_ma, bms, obey_limits, t_ms)   the simlib.Simulator.inverter_request() hook
 #
 # It decodes 0x351 (CVL/CCL/DCL/DVL), 0x35C (enable flags), 0x355 and 0x356 and obeys them the
 # way a Pylon-compatible inverter does: no charging above CVL, CCL/DCL clip the current,
@@ -85,13 +86,15 @@ class Inverter(PyNode):
         return self.on and self.limits_ms >= 0 and now_ms - self.limits_ms <= self.stale_ms
 
     def requested_ma(self, wanted_ma, pack_mv):
-        """Clip the battery current the inverter wants (+ = charge) to what the BMS allows."""
+        # Clip the battery current the inverter wants (+ = charge) to what the BMS allows.
         if not self.limits_valid():
             return 0
         if wanted_ma > 0:
             if not self.chg_enable or self.ccl_ma <= 0 or pack_mv >= self.cvl_mv:
                 return 0
-            return min(wanted_ma, self.ccl_ma)
+            # constant-voltage phase: the current falls as the pack approaches CVL
+            # (about 1 A per 10 mV of headroom, like a charger's CV loop)
+            return min(wanted_ma, self.ccl_ma, (self.cvl_mv - pack_mv) * 100)
         if wanted_ma < 0:
             if not self.dsg_enable or self.dcl_ma <= 0:
                 return 0
@@ -99,3 +102,16 @@ class Inverter(PyNode):
                 return 0
             return max(wanted_ma, -self.dcl_ma)
         return 0
+
+    def request(self, want_ma, bms=None, obey_limits=True, t_ms=None):
+        # simlib.Simulator.inverter_request() hook: obey_limits=False models an inverter that
+        # ignores the BMS (the BMS must protect itself); the pack voltage is the BMS's own
+        # measurement when available, else the last 0x356 the inverter decoded.
+        if t_ms is not None:
+            self.bus.set_time(t_ms)
+        if not obey_limits:
+            return want_ma if self.on else 0
+        pack = self.pack_mv
+        if bms is not None and getattr(bms, "snap", None) is not None and bms.snap.pack_mv:
+            pack = bms.snap.pack_mv
+        return self.requested_ma(want_ma, pack)

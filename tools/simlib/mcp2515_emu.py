@@ -55,7 +55,7 @@ def _config_only(a):
 
 
 class VirtualBus:
-    """A CAN bus: frames are atomic; delivered to every listening node but the sender."""
+    # A CAN bus: frames are atomic; delivered to every listening node but the sender.
 
     def __init__(self, bitrate=500000, channel="can0"):
         self.bitrate = bitrate
@@ -75,7 +75,7 @@ class VirtualBus:
             self.nodes.remove(node)
 
     def advance(self, ms):
-        """Advance simulated time by ms and let every node run (retries, periodic frames)."""
+        # Advance simulated time by ms and let every node run (retries, periodic frames).
         self.now_ms += ms
         for n in list(self.nodes):
             n.tick(self.now_ms, ms)
@@ -85,7 +85,7 @@ class VirtualBus:
             self.advance(now_ms - self.now_ms)
 
     def transmit(self, sender, can_id, ext, data, dlc):
-        """One transmission attempt. True when some other node acknowledged it."""
+        # One transmission attempt. True when some other node acknowledged it.
         if self.fault:
             return False
         acked = False
@@ -106,7 +106,7 @@ class VirtualBus:
 
 
 def candump_line(now_ms, channel, can_id, ext, payload):
-    """'(12.345000) can0 351#1402740E740ECC01' plus newline (candump -L format)."""
+    # '(12.345000) can0 351#1402740E740ECC01' plus newline (candump -L format).
     ids = ("%08X" % can_id) if ext else ("%03X" % can_id)
     hexdata = "".join("%02X" % b for b in payload)
     return "(%d.%06d) %s %s#%s\n" % (now_ms // 1000, (now_ms % 1000) * 1000, channel, ids,
@@ -114,7 +114,7 @@ def candump_line(now_ms, channel, can_id, ext, payload):
 
 
 class PyNode:
-    """A plain bus node written in Python (test peer, simulated inverter base)."""
+    # A plain bus node written in Python (test peer, simulated inverter base).
 
     def __init__(self, bus, ack=True):
         self.bus = bus
@@ -143,14 +143,14 @@ class PyNode:
         pass
 
     def send(self, can_id, data, ext=False):
-        """Transmit at once; True when acknowledged (no retries: a simple node)."""
+        # Transmit at once; True when acknowledged (no retries: a simple node).
         if not self.on:
             return False
         return self.bus.transmit(self, can_id, ext, bytes(data), len(data))
 
 
 class EmuPin:
-    """machine.Pin API for the chip-select input of the emulator."""
+    # machine.Pin API for the chip-select input of the emulator.
 
     def __init__(self, emu):
         self._emu = emu
@@ -182,7 +182,7 @@ class EmuPin:
 
 
 class EmuIntPin:
-    """The INT output (active low): 0 while an enabled CANINTF flag is set."""
+    # The INT output (active low): 0 while an enabled CANINTF flag is set.
 
     def __init__(self, emu):
         self._emu = emu
@@ -202,7 +202,7 @@ class EmuIntPin:
 
 
 class EmuSPI:
-    """machine.SPI API. Bytes are clocked through the emulator only while CS is low."""
+    # machine.SPI API. Bytes are clocked through the emulator only while CS is low.
 
     def __init__(self, emu):
         self._emu = emu
@@ -509,7 +509,7 @@ class MCP2515Emu:
         return best
 
     def _try_tx(self):
-        """One attempt for the highest-priority pending buffer. True when one was sent."""
+        # One attempt for the highest-priority pending buffer. True when one was sent.
         r = self.regs
         if r[CANCTRL] & 0x10:
             self._abort_all()
@@ -668,7 +668,7 @@ class MCP2515Emu:
 
     # --- test helpers -------------------------------------------------------------------------
     def force_errors(self, tec=None, rec=None):
-        """Set error counters directly (fault injection in tests)."""
+        # Set error counters directly (fault injection in tests).
         if tec is not None:
             self.regs[TEC] = min(255, tec)
             if tec > 255:

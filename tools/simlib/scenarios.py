@@ -222,7 +222,7 @@ class ColdMorning(Scenario):
     def setup(self, sim, opts):
         sim.pack.set_temperature(-5.0)
         sim.pack.ambient_c = -5.0
-        return {}
+        return {"have_heater": 1}
 
     def step(self, sim, t_ms):
         sim.pack.ambient_c = -5.0 + min(10.0, 10.0 * t_ms / 28800000)
@@ -263,7 +263,7 @@ class InverterLost(Scenario):
 
     def step(self, sim, t_ms):
         if sim.inverter is not None:
-            sim.inverter.online = not (600000 <= t_ms < 720000)
+            sim.inverter.on = not (600000 <= t_ms < 720000)
 
 
 ALL = (

@@ -1,0 +1,340 @@
+# Modbus RTU server on a fake UART (CPython and MicroPython).
+from fake_bms import FakeBms
+
+from bms import events as ev
+from bms import regmap
+from bms.config import field_index
+from bms.modbus import ModbusServer, Rs485, crc16
+
+UNLOCK = regmap.UNLOCK_ADDR
+
+
+class FakePin:
+    def __init__(self):
+        self.v = 0
+        self.history = []
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+        self.history.append(v)
+
+
+class FakeUart:
+    """machine.UART subset; write() records the DE level it was called with."""
+
+    def __init__(self, de=None, flush=True):
+        self.rx = bytearray()
+        self.out = []
+        self.de = de
+        self.de_at_write = []
+        self.flushes = 0
+        if not flush:
+            self.flush = None
+
+    def any(self):
+        return len(self.rx)
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.rx))
+        for i in range(n):
+            buf[i] = self.rx[i]
+        self.rx = self.rx[n:]
+        return n
+
+    def write(self, buf):
+        self.out.append(bytes(buf))
+        if self.de is not None:
+            self.de_at_write.append(self.de.v)
+        return len(buf)
+
+    def flush(self):
+        self.flushes += 1
+
+
+def frame(*b):
+    f = bytearray(b)
+    c = crc16(f, len(f))
+    f.append(c & 0xFF)
+    f.append(c >> 8)
+    return bytes(f)
+
+
+def read_req(unit, fc, addr, cnt):
+    return frame(unit, fc, addr >> 8, addr & 0xFF, cnt >> 8, cnt & 0xFF)
+
+
+def write1(unit, addr, value):
+    value &= 0xFFFF
+    return frame(unit, 6, addr >> 8, addr & 0xFF, value >> 8, value & 0xFF)
+
+
+def write_n(unit, addr, words):
+    b = [unit, 16, addr >> 8, addr & 0xFF, 0, len(words), 2 * len(words)]
+    for w in words:
+        w &= 0xFFFF
+        b += [w >> 8, w & 0xFF]
+    return frame(*b)
+
+
+class Rig:
+    def __init__(self, **cfg):
+        self.bms = FakeBms(**cfg)
+        self.de = FakePin()
+        self.uart = FakeUart(self.de)
+        self.srv = ModbusServer(self.uart, self.de, self.bms.cfg, self.bms.events)
+        self.bms.modbus = self.srv
+        self.t = 1000
+
+    def xfer(self, req, chunks=1):
+        """Send a request (optionally split), poll through the silence; the response or None."""
+        self.uart.out = []
+        step = (len(req) + chunks - 1) // chunks
+        for i in range(0, len(req), step):
+            self.uart.rx += req[i:i + step]
+            self.srv.poll(self.bms, self.t)
+            self.t += 1
+        for _ in range(3):
+            self.t += 5
+            self.srv.poll(self.bms, self.t)
+        self.t += 20
+        if not self.uart.out:
+            return None
+        assert len(self.uart.out) == 1
+        r = self.uart.out[0]
+        assert crc16(r, len(r) - 2) == r[-2] | (r[-1] << 8)
+        return r
+
+    def regs(self, addr, cnt, fc=3):
+        r = self.xfer(read_req(1, fc, addr, cnt))
+        assert r is not None and r[1] == fc and r[2] == 2 * cnt, r
+        return [(r[3 + 2 * i] << 8) | r[4 + 2 * i] for i in range(cnt)]
+
+    def exc(self, req):
+        r = self.xfer(req)
+        assert r is not None and len(r) == 5 and r[1] & 0x80, r
+        return r[2]
+
+
+# Addresses from tools/regmap.csv (test_cpy_regmap checks the CSV against the generated map).
+ADDR = {
+    "map_version": 0,
+    "cells": 2,
+    "pack_mv": 10,
+    "current_ma": 12,
+    "soc": 60,
+    "cell1_mv": 100,
+    "temp1_dc": 120,
+    "faults": 41,
+    "cfg_chemistry": 1000,
+    "cfg_cells": 1001,
+    "cfg_capacity_mah": 1002,
+    "cfg_cell_ov_mv": 1010,
+    "cfg_cell_ov_release_mv": 1011,
+}
+
+
+def test_crc_vectors():
+    assert crc16(b"123456789", 9) == 0x4B37
+    f = frame(0x01, 0x03, 0x00, 0x00, 0x00, 0x01)
+    assert f[-2:] == b"\x84\x0a"
+    assert crc16(b"xx123456789", 9, 2) == 0x4B37
+
+
+def test_read_holding_and_input_same_map():
+    r = Rig()
+    r.bms.est.soc_pct = 55.55
+    r.bms.snap.current_ma = -12345
+    a = r.regs(0, 4)
+    assert a[0] == regmap.MAP_VERSION and a[2] == 15
+    assert r.regs(0, 4, fc=4) == a
+    pack = r.regs(10, 4)
+    assert (pack[0] << 16 | pack[1]) == r.bms.snap.pack_mv
+    cur = pack[2] << 16 | pack[3]
+    assert cur - (1 << 32) == -12345  # s32, high word first
+    assert r.regs(60, 1) == [5555]  # 0.01 %
+    cells = r.regs(100, 15)
+    assert cells == [3300] * 15
+    assert r.regs(120, 3) == [250, 260, 0]  # third thermistor absent: 0
+    assert r.srv.frames == 7 - 1 and r.srv.exceptions == 0
+
+
+def test_temperature_negative_and_absent_cells():
+    r = Rig(cells=4)
+    r.bms.snap.temp_dc[0] = -105
+    r.bms.snap.update_stats()
+    assert r.regs(120, 1) == [0x10000 - 105]
+    assert r.regs(104, 2) == [0, 0]  # cells 5, 6 do not exist in a 4S pack
+
+
+def test_exceptions_01_02_03():
+    r = Rig()
+    assert r.exc(frame(1, 0x2B, 0, 0, 0, 1)) == 1  # unknown function
+    assert r.exc(read_req(1, 3, 5, 1)) == 2  # unmapped address
+    assert r.exc(read_req(1, 3, 0, 6)) == 2  # range runs into a gap
+    assert r.exc(read_req(1, 3, 0, 0)) == 3  # quantity 0
+    assert r.exc(read_req(1, 3, 0, 126)) == 3  # quantity > 125
+    assert r.exc(write1(1, 10, 5)) == 2  # read-only register
+    assert r.srv.exceptions == 6
+
+
+def test_locked_write_refused_and_logged():
+    r = Rig(modbus_pin=1234)
+    before = r.bms.cfg.cell_ov_mv
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 4
+    assert r.bms.cfg.cell_ov_mv == before
+    e = r.bms.events.get(0)
+    assert e[1:] == (ev.EV_CONFIG_REJECT, field_index("cell_ov_mv"), 3600)
+
+
+def test_unlock_then_write_validated():
+    r = Rig(modbus_pin=1234)
+    assert r.regs(UNLOCK, 1) == [0]
+    resp = r.xfer(write1(1, UNLOCK, 1234))
+    assert resp == write1(1, UNLOCK, 1234)  # FC 6 echoes the request
+    assert r.srv.unlocked and r.regs(UNLOCK, 1) == [1]
+    assert r.bms.events.get(0)[1:] == (ev.EV_UNLOCK, 1, 1)
+    gen = r.bms.cfg.generation
+    resp = r.xfer(write1(1, ADDR["cfg_cell_ov_mv"], 3600))
+    assert resp is not None and resp[1] == 6
+    assert r.bms.cfg.cell_ov_mv == 3600 and r.bms.cfg.generation == gen + 1
+    assert r.bms.events.get(0)[1:] == (ev.EV_CONFIG, field_index("cell_ov_mv"), 3600)
+    assert r.regs(ADDR["cfg_cell_ov_mv"], 1) == [3600]
+    # out of range: exception 03, nothing changes, the rejection is logged
+    r.t += 2000
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 9999)) == 3
+    assert r.bms.cfg.cell_ov_mv == 3600
+    assert r.bms.events.get(0)[1:] == (ev.EV_CONFIG_REJECT, field_index("cell_ov_mv"), 9999)
+    # a cross-field rule (release must stay below the limit) goes through the same validation
+    r.t += 2000
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_release_mv"], 3700)) == 3
+    # FC 16: both at once is applied atomically
+    resp = r.xfer(write_n(1, ADDR["cfg_cell_ov_mv"], [3700, 3600]))
+    assert resp == frame(1, 16, 0x03, 0xF2, 0, 2)
+    assert r.bms.cfg.cell_ov_mv == 3700 and r.bms.cfg.cell_ov_release_mv == 3600
+
+
+def test_32bit_and_enum_config_registers():
+    r = Rig(modbus_pin=42)
+    r.xfer(write1(1, UNLOCK, 42))
+    a = ADDR["cfg_capacity_mah"]
+    assert r.exc(write1(1, a, 1)) == 2  # half of a 32-bit register
+    assert r.exc(write1(1, a + 1, 1)) == 2
+    resp = r.xfer(write_n(1, a, [120000 >> 16, 120000 & 0xFFFF]))
+    assert resp is not None and resp[1] == 16
+    assert r.bms.cfg.capacity_mah == 120000
+    w = r.regs(a, 2)
+    assert w[0] << 16 | w[1] == 120000
+    pa = 1600  # cfg_can_profile
+    assert r.regs(pa, 1) == [0]
+    r.xfer(write1(1, pa, 1))
+    assert r.bms.cfg.can_profile == "victron"
+    r.t += 2000
+    assert r.exc(write1(1, pa, 7)) == 3  # no such choice
+
+
+def test_wrong_pin_holdoff_and_relock():
+    r = Rig(modbus_pin=1234, modbus_unlock_ms=60000)
+    assert r.exc(write1(1, UNLOCK, 1111)) == 3
+    assert not r.srv.unlocked
+    assert r.bms.events.get(0)[1:] == (ev.EV_UNLOCK, 0, 1)
+    assert r.exc(write1(1, UNLOCK, 1234)) == 4  # hold-off after a wrong PIN
+    r.t += 11000
+    r.xfer(write1(1, UNLOCK, 1234))
+    assert r.srv.unlocked
+    r.t += 61000
+    r.srv.poll(r.bms, r.t)
+    assert not r.srv.unlocked
+    assert r.bms.events.get(0)[1:] == (ev.EV_UNLOCK, 0, 1)
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 4
+    # writing 0 locks at once
+    r.xfer(write1(1, UNLOCK, 1234))
+    r.xfer(write1(1, UNLOCK, 0))
+    assert not r.srv.unlocked
+
+
+def test_pin_zero_disables_config_writes():
+    r = Rig()  # default modbus_pin = 0
+    assert r.exc(write1(1, UNLOCK, 1234)) == 4
+    assert r.exc(write1(1, UNLOCK, 1)) == 4
+    assert not r.srv.unlocked
+
+
+def test_malformed_frames_ignored():
+    r = Rig()
+    good = read_req(1, 3, 0, 1)
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    assert r.xfer(bytes(bad)) is None and r.srv.crc_errors == 1
+    assert r.xfer(read_req(2, 3, 0, 1)) is None  # another unit
+    assert r.xfer(read_req(0, 3, 0, 1)) is None  # broadcast
+    assert r.xfer(good[:5]) is None  # truncated
+    assert r.xfer(b"\x01") is None
+    assert r.xfer(bytes(300)) is None  # overrun
+    assert r.srv.frames == 0
+    # the server is still in sync
+    assert r.regs(0, 1) == [regmap.MAP_VERSION]
+    # a request split across polls
+    resp = r.xfer(good, chunks=3)
+    assert resp is not None and resp[1] == 3
+
+
+def test_unit_and_gap_framing():
+    r = Rig(modbus_unit=17)
+    assert r.xfer(read_req(1, 3, 0, 1)) is None
+    resp = r.xfer(read_req(17, 3, 0, 1))
+    assert resp[0] == 17
+    # unknown function of unknown length: framed by silence, answered with 01
+    r.uart.rx += frame(17, 0x41, 1, 2, 3)
+    r.srv.poll(r.bms, r.t)
+    assert not r.uart.out or r.uart.out[-1][1] != 0xC1
+    r.uart.out = []
+    r.t += 10
+    r.srv.poll(r.bms, r.t)
+    assert r.uart.out and r.uart.out[0][1] == 0xC1 and r.uart.out[0][2] == 1
+
+
+def test_de_pin_turnaround():
+    r = Rig()
+    r.regs(0, 1)
+    assert r.uart.de_at_write == [1]  # DE high while writing
+    assert r.de.v == 0 and r.de.history[-2:] == [1, 0]  # then low
+    assert r.uart.flushes == 1  # waited for the shift register through flush()
+    # without flush(): computed wait, same pin sequence
+    de = FakePin()
+    u = FakeUart(de, flush=False)
+    rs = Rs485(u, de, 115200)
+    rs.send(bytearray(b"\x01\x02\x03"), 2)
+    assert u.out == [b"\x01\x02"] and u.de_at_write == [1] and de.v == 0
+    assert rs.t35_ms == 2
+    assert Rs485(u, de, 9600).t35_ms == 4
+
+
+def test_counters_in_map():
+    r = Rig()
+    r.regs(0, 1)
+    r.regs(0, 1)
+    w = r.regs(150, 2)
+    assert (w[0] << 16 | w[1]) == 2  # modbus.frames before this request
+
+
+def test_baud_from_config_applied_after_response():
+    class InitUart(FakeUart):
+        def __init__(self):
+            FakeUart.__init__(self)
+            self.bauds = []
+
+        def init(self, baudrate=None):
+            self.bauds.append(baudrate)
+
+    bms = FakeBms(modbus_pin=7, modbus_baud=19200)
+    u = InitUart()
+    srv = ModbusServer(u, None, bms.cfg, bms.events)
+    assert u.bauds == [19200] and srv.rs.t35_ms == 2
+    u.rx += write1(1, UNLOCK, 7)
+    srv.poll(bms, 100)
+    u.rx += write_n(1, 1606, [0, 9600])  # cfg_modbus_baud (u32)
+    srv.poll(bms, 200)
+    assert len(u.out) == 2 and u.out[1][1] == 16  # answered at the old rate ...
+    assert u.bauds == [19200, 9600] and srv.rs.t35_ms == 4  # ... then switched

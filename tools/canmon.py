@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""canmon: print BMS/inverter CAN frames decoded with tools/bms.dbc (CPython, cantools).
+
+    canmon.py -i socketcan -c can0                 live, any python-can interface
+    canmon.py -i slcan -c /dev/ttyACM0 -b 500000
+    canmon.py --log build/sim/can.log              a candump log (-L format or classic)
+    canmon.py --log can.log --id 351,35C --raw     only some ids, also the raw bytes
+
+Lines: time, id, message name, then every signal as name=value unit (choices by name).
+Unknown ids print raw. python-can is needed only for live interfaces.
+"""
+import argparse
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DBC = os.path.join(HERE, "bms.dbc")
+
+# (1700000000.123456) can0 351#1402740E740ECC01
+_LOG_L = re.compile(r"^\((\d+(?:\.\d+)?)\)\s+(\S+)\s+([0-9A-Fa-f]{1,8})#([0-9A-Fa-f]*)\s*$")
+#   can0  351   [8]  14 02 74 0E 74 0E CC 01
+_LOG_C = re.compile(r"^\s*(?:\((\d+(?:\.\d+)?)\)\s+)?(\S+)\s+([0-9A-Fa-f]{1,8})\s+\[(\d)\]\s*"
+                    r"((?:[0-9A-Fa-f]{2}\s*)*)$")
+
+
+def parse_log_line(line):
+    """(t_s or None, channel, can_id, is_ext, bytes) or None for lines that are not frames."""
+    m = _LOG_L.match(line)
+    if m:
+        ids = m.group(3)
+        return (float(m.group(1)), m.group(2), int(ids, 16), len(ids) > 3,
+                bytes.fromhex(m.group(4)))
+    m = _LOG_C.match(line)
+    if m:
+        ids = m.group(3)
+        t = float(m.group(1)) if m.group(1) else None
+        data = bytes.fromhex(m.group(5).replace(" ", ""))
+        return (t, m.group(2), int(ids, 16), len(ids) > 3, data[: int(m.group(4))])
+    return None
+
+
+def load_db(path=DBC):
+    import cantools
+
+    return cantools.database.load_file(path)
+
+
+def format_frame(db, t, can_id, data, raw=False):
+    ts = "%12.3f" % t if t is not None else " " * 12
+    head = "%s  %03X" % (ts, can_id)
+    try:
+        msg = db.get_message_by_frame_id(can_id)
+    except KeyError:
+        return "%s  %-18s %s" % (head, "?", data.hex(" ").upper())
+    try:
+        sig = msg.decode(bytes(data) + bytes(max(0, msg.length - len(data))),
+                         decode_choices=True)
+    except Exception as e:  # a frame that does not fit the DBC: show it, keep going
+        return "%s  %-18s undecodable (%s) %s" % (head, msg.name, e, data.hex(" ").upper())
+    parts = []
+    for s in msg.signals:
+        v = sig.get(s.name)
+        if isinstance(v, float):
+            v = ("%.3f" % v).rstrip("0").rstrip(".")
+        parts.append("%s=%s%s" % (s.name, v, (" " + s.unit) if s.unit else ""))
+    text = "%s  %-18s %s" % (head, msg.name, "  ".join(parts))
+    if raw:
+        text += "  [" + data.hex(" ").upper() + "]"
+    return text
+
+
+def run_log(db, path, ids, raw, out=sys.stdout):
+    n = 0
+    with open(path) as fh:
+        for line in fh:
+            f = parse_log_line(line)
+            if f is None:
+                continue
+            t, _ch, cid, _ext, data = f
+            if ids and cid not in ids:
+                continue
+            out.write(format_frame(db, t, cid, data, raw) + "\n")
+            n += 1
+    return n
+
+
+def run_live(db, interface, channel, bitrate, ids, raw):
+    import can
+
+    kw = {"interface": interface, "channel": channel}
+    if bitrate:
+        kw["bitrate"] = bitrate
+    with can.Bus(**kw) as bus:
+        try:
+            while True:
+                m = bus.recv(timeout=1.0)
+                if m is None or m.is_error_frame:
+                    continue
+                if ids and m.arbitration_id not in ids:
+                    continue
+                print(format_frame(db, m.timestamp, m.arbitration_id, bytes(m.data), raw),
+                      flush=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dbc", default=DBC)
+    ap.add_argument("--log", help="candump log file instead of a live interface")
+    ap.add_argument("-i", "--interface", default="socketcan")
+    ap.add_argument("-c", "--channel", default="can0")
+    ap.add_argument("-b", "--bitrate", type=int, default=0)
+    ap.add_argument("--id", default="", help="comma-separated hex ids to show")
+    ap.add_argument("--raw", action="store_true")
+    a = ap.parse_args(argv)
+    db = load_db(a.dbc)
+    ids = set(int(x, 16) for x in a.id.split(",") if x.strip())
+    if a.log:
+        run_log(db, a.log, ids, a.raw)
+    else:
+        run_live(db, a.interface, a.channel, a.bitrate, ids, a.raw)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
