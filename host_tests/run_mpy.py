@@ -1,6 +1,7 @@
 # Runs the host tests under the MicroPython unix port.
 #
-#   MICROPYPATH=host_tests:host_tests/fakes:firmware:tools:.:.frozen micropython host_tests/run_mpy.py [name ...]
+#   MICROPYPATH=host_tests:host_tests/fakes:firmware:tools:.:.frozen \
+#       micropython host_tests/run_mpy.py [name ...]
 #
 # Every host_tests/test_*.py runs here except test_cpy_*.py (CPython only: hypothesis,
 # cantools, pymodbus...). test_mpy_*.py run only here. Each test_* function is called

@@ -396,10 +396,10 @@ def test_simulator_heater_and_board():
     assert hw.spi is None and hw.rs485_de is None
     assert board.NAME == "sim" and board.AFE_ADDRESS == 0x08
     t0 = sim.pack.temp_c
-    hw.heater_pin.on()
+    hw.heater.on()
     sim.advance(600000)
     assert sim.pack.temp_c > t0 + 1.0
     w = hw.wdt_factory(5000)
     w.feed()
     sim.advance(6000)
-    assert sim.wdt_resets == 1 and sim.reset_cause == "wdt"
+    assert sim.wdt_resets == 1 and sim.reset_cause == 3  # machine.WDT_RESET

@@ -162,7 +162,8 @@ def imbalance(out):
             first = f.readline()
             cfg = json.loads(first[len("# config: "):])
             rows = list(csv.DictReader(f))
-    cells = [k for k in rows[0] if k.startswith("cell") and k.endswith("_mv") and k[4:-3].isdigit()]
+    cells = [k for k in rows[0]
+             if k.startswith("cell") and k.endswith("_mv") and k[4:-3].isdigit()]
     bal_rows = [r for r in rows if int(r["bal_mask"] or 0)]
     mean_parallel = (
         sum(bin(int(r["bal_mask"])).count("1") for r in bal_rows) / len(bal_rows)

@@ -5,8 +5,8 @@
 # The firmware (bms.app.Bms) runs unchanged against boards/sim/board.py, whose buses are
 # register-level emulators (tools/simlib). Simulated time is explicit: every 250 ms the
 # pack and the AFE advance, then the firmware's measure+protect cycle runs; every second
-# the control cycle; comms every 250 ms (50 ms with --rs485) of simulated time. Nothing reads the wall clock
-# except the speed figure.
+# the control cycle; comms every 250 ms (50 ms with --rs485) of simulated time.
+# Nothing reads the wall clock except the speed figure.
 #
 # Options (stable interface, documented in the README):
 #   --chemistry lfp|nmc|lto  --cells N  --capacity-ah AH  --hours H  --speed max|FACTOR
@@ -118,12 +118,15 @@ class Watch:
         self.t_open = -1
         self.t_recover = -1
         self.reactions = []
+        self.prev_on = False
 
     def step(self, sim, bms, t_ms):
         crossed = self.pred(sim, bms.cfg)
         fet_on = sim.fet_on(self.fet)
-        if crossed and self.t_cross < 0 and fet_on:
+        # A hardware trip can open the FET within the same 250 ms step as the crossing.
+        if crossed and self.t_cross < 0 and (fet_on or self.prev_on):
             self.t_cross = t_ms
+        self.prev_on = fet_on
         if self.t_cross >= 0 and self.t_open < 0 and not fet_on:
             self.t_open = t_ms
             self.reactions.append(self.t_open - self.t_cross)

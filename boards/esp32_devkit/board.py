@@ -55,14 +55,11 @@ def open():
     import machine
     import time
 
-    hw = Hardware(__import__("board"))
     boot = machine.Pin(BOOT_PIN, machine.Pin.OUT, value=1)
     time.sleep_ms(5)
-    boot.init(machine.Pin.IN)
+    boot.init(machine.Pin.IN)  # release TS1 so it does not skew the thermistor
     time.sleep_ms(10)
-    hw.i2c = machine.I2C(I2C_ID, sda=machine.Pin(I2C_SDA), scl=machine.Pin(I2C_SCL), freq=I2C_FREQ)
     alert = machine.Pin(ALERT_PIN, machine.Pin.IN)
-    hw.alert = alert
 
     def alert_override(on):
         # Wire ALERT to the GPIO through 4.7 kOhm (README wiring table).
@@ -71,8 +68,7 @@ def open():
         else:
             alert.init(machine.Pin.IN)
 
-    hw.alert_override = alert_override
-    hw.spi = machine.SPI(
+    spi = machine.SPI(
         CAN_SPI_ID,
         baudrate=SPI_BAUD,
         polarity=0,
@@ -81,19 +77,26 @@ def open():
         mosi=machine.Pin(CAN_MOSI),
         miso=machine.Pin(CAN_MISO),
     )
-    hw.can_cs = machine.Pin(CAN_CS, machine.Pin.OUT, value=1)
-    hw.can_int = machine.Pin(CAN_INT, machine.Pin.IN, machine.Pin.PULL_UP)
-    hw.uart = machine.UART(
-        UART_ID, baudrate=MODBUS_BAUD, tx=machine.Pin(UART_TX), rx=machine.Pin(UART_RX)
+    out = machine.Pin.OUT
+    return Hardware(
+        __import__("board"),
+        i2c=machine.I2C(
+            I2C_ID, sda=machine.Pin(I2C_SDA), scl=machine.Pin(I2C_SCL), freq=I2C_FREQ
+        ),
+        alert=alert,
+        alert_override=alert_override,
+        spi=spi,
+        can_cs=machine.Pin(CAN_CS, out, value=1),
+        can_int=machine.Pin(CAN_INT, machine.Pin.IN, machine.Pin.PULL_UP),
+        uart=machine.UART(
+            UART_ID, baudrate=MODBUS_BAUD, tx=machine.Pin(UART_TX), rx=machine.Pin(UART_RX)
+        ),
+        rs485_de=machine.Pin(RS485_DE, out, value=0),
+        heater=machine.Pin(HEATER_PIN, out, value=0) if HEATER_PIN is not None else None,
+        fan=machine.Pin(FAN_PIN, out, value=0) if FAN_PIN is not None else None,
+        led=machine.Pin(LED_PIN, out, value=0),
+        wdt_factory=lambda ms: machine.WDT(timeout=ms),
+        reset_cause=machine.reset_cause(),
+        reset=machine.reset,
+        data_dir=DATA_DIR,
     )
-    hw.rs485_de = machine.Pin(RS485_DE, machine.Pin.OUT, value=0)
-    if HEATER_PIN is not None:
-        hw.heater = machine.Pin(HEATER_PIN, machine.Pin.OUT, value=0)
-    if FAN_PIN is not None:
-        hw.fan = machine.Pin(FAN_PIN, machine.Pin.OUT, value=0)
-    hw.led = machine.Pin(LED_PIN, machine.Pin.OUT, value=0)
-    hw.wdt_factory = lambda ms: machine.WDT(timeout=ms)
-    hw.reset_cause = machine.reset_cause()
-    hw.reset = machine.reset
-    hw.data_dir = DATA_DIR
-    return hw

@@ -41,9 +41,11 @@ MODBUS_BAUD = 9600
 
 def open(sim=None):
     """Hardware for a tools/simlib Simulator (a default one is built when sim is None)."""
-    import board as this
+    import sys
 
     from bms.hardware import Hardware
+
+    this = sys.modules[__name__]
 
     if sim is None:
         from simlib import Simulator

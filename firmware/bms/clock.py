@@ -11,8 +11,10 @@ try:
     _ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
 except AttributeError:  # CPython
 
+    _monotonic = getattr(time, "monotonic")  # noqa: B009 - not in the MicroPython stubs
+
     def _ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(_monotonic() * 1000)
 
     def _ticks_diff(a, b):
         return a - b

@@ -524,6 +524,10 @@ class Config:
         for k in values:
             setattr(self, k, values[k])
 
+    def __getattr__(self, name) -> int:
+        # Only reached for names that are not fields (fields are plain attributes).
+        raise AttributeError(name)
+
     def get(self, name):
         if name not in self._values:
             raise ConfigError(name, "unknown field")

@@ -62,7 +62,7 @@ class EventLog:
         self.head = 0  # index of the next slot to write
         self.count = 0  # entries stored (<= size)
         self.total = 0  # entries ever added (also the sequence number of the next one)
-        self.listener = None  # optional callable(code) told about every add (e.g. to force a save)
+        self.listener = _no_listener  # callable(code) told about every add (e.g. to force a save)
 
     def add(self, t_ms, code, a=0, b=0):
         i = self.head
@@ -74,8 +74,7 @@ class EventLog:
         if self.count < self.size:
             self.count += 1
         self.total += 1
-        if self.listener is not None:
-            self.listener(code)
+        self.listener(code)
 
     def get(self, k):
         """k-th newest entry (0 = newest) as (t_ms, code, a, b). Allocates: not hot path."""
@@ -96,6 +95,10 @@ class EventLog:
         """Restore persisted entries (oldest first)."""
         for t, c, a, b in entries:
             self.add(t, c, a, b)
+
+
+def _no_listener(code):
+    pass
 
 
 def name(code):

@@ -6,26 +6,45 @@
 
 
 class Hardware:
-    def __init__(self, board):
+    def __init__(
+        self,
+        board,
+        i2c=None,
+        spi=None,
+        can_cs=None,
+        can_int=None,
+        uart=None,
+        rs485_de=None,
+        alert=None,
+        alert_override=None,
+        heater=None,
+        fan=None,
+        led=None,
+        wdt_factory=None,
+        reset_cause=-1,
+        reset=None,
+        data_dir="/data",
+        clock=None,
+    ):
         # Constants of the board module (pins, AFE variant, shunt ...), kept for reference.
         self.board = board
         self.name = board.NAME
-        self.i2c = None  # machine.I2C to the BQ769x0
-        self.spi = None  # machine.SPI to the MCP2515 (None: no CAN)
-        self.can_cs = None  # machine.Pin, chip select of the MCP2515
-        self.can_int = None  # machine.Pin, MCP2515 interrupt (optional; polled anyway)
-        self.uart = None  # machine.UART to the RS485 transceiver (None: no RS485)
-        self.rs485_de = None  # machine.Pin, driver enable of the transceiver
-        self.alert = None  # machine.Pin, AFE ALERT (optional; SYS_STAT is polled anyway)
+        self.i2c = i2c  # machine.I2C to the BQ769x0
+        self.spi = spi  # machine.SPI to the MCP2515 (None: no CAN)
+        self.can_cs = can_cs  # machine.Pin, chip select of the MCP2515
+        self.can_int = can_int  # machine.Pin, MCP2515 interrupt (optional; polled anyway)
+        self.uart = uart  # machine.UART to the RS485 transceiver (None: no RS485)
+        self.rs485_de = rs485_de  # machine.Pin, driver enable of the transceiver
+        self.alert = alert  # machine.Pin, AFE ALERT (optional; SYS_STAT is polled anyway)
         # callable(bool) or None: drive the AFE's ALERT pin high (True) so the AFE sets
         # OVRD_ALERT and opens both FETs by itself, or release it (False). The firmware's
         # way to open the FETs when I2C to the AFE is lost (BQ769x0 DS 8.3.1.3.4).
-        self.alert_override = None
-        self.heater = None  # machine.Pin or None
-        self.fan = None  # machine.Pin or None
-        self.led = None  # machine.Pin or None
-        self.wdt_factory = None  # callable(timeout_ms) -> object with feed(); None: no WDT
-        self.reset_cause = -1  # machine.reset_cause() at boot
-        self.reset = None  # callable() -> machine.reset
-        self.data_dir = "/data"  # where persistent state lives on the board's filesystem
-        self.clock = None  # object with now_ms(); None: bms.clock.MonotonicClock
+        self.alert_override = alert_override
+        self.heater = heater  # machine.Pin or None
+        self.fan = fan  # machine.Pin or None
+        self.led = led  # machine.Pin or None
+        self.wdt_factory = wdt_factory  # callable(timeout_ms) -> object with feed(); None: no WDT
+        self.reset_cause = reset_cause  # machine.reset_cause() at boot
+        self.reset = reset  # callable() -> machine.reset
+        self.data_dir = data_dir  # where persistent state lives on the board's filesystem
+        self.clock = clock  # object with now_ms(); None: bms.clock.MonotonicClock

@@ -349,7 +349,7 @@ class ModbusServer:
             if kind == 2:  # K_INDEX
                 i = R[o + 5]
                 try:
-                    v = v[i] if i < len(v) else 0
+                    v = v[i] if i < len(v) else 0  # type: ignore[index,arg-type]
                 except TypeError:
                     return 0
         return v

@@ -1,0 +1,136 @@
+# Power-cut test of bms.store on littlefs (MicroPython only: vfs.VfsLfs2).
+#
+# A RAM block device loses power at a random operation: the write or erase in progress is
+# left half done (a random prefix of the buffer programmed or erased) and every later
+# operation fails until the "reboot". After each cut the filesystem is remounted from the
+# same bytes and Store.load() must return the last record whose save() returned True, or
+# the one being written when it had already reached the flash; never an older one, never a
+# corrupt one, never an exception.
+import gc
+import random
+
+import vfs
+
+from bms.store import Store
+
+_BS = 512
+_BLOCKS = 48
+_MOUNT = "/pcut"
+
+
+class CutDev:
+    """One power-on period of the flash chip. After the cut every operation fails; after
+    the "power-off" (off = True) it does nothing at all, so file objects of the old mount
+    that the GC finalises later can neither touch the flash nor raise in a finaliser. The
+    next boot makes a new CutDev over the same bytes."""
+
+    def __init__(self, data):
+        self.data = data
+        self.budget = -1  # operations left before the cut; -1 = no cut armed
+        self.dead = False
+        self.off = False
+
+    def _op(self):
+        if self.dead:
+            raise OSError(5)
+        if self.budget < 0:
+            return False
+        self.budget -= 1
+        return self.budget < 0
+
+    def readblocks(self, block, buf, off=0):
+        if self.off:
+            for i in range(len(buf)):
+                buf[i] = 0xFF
+            return
+        if self.dead:
+            raise OSError(5)
+        a = block * _BS + off
+        buf[:] = self.data[a:a + len(buf)]
+
+    def writeblocks(self, block, buf, off=None):
+        if self.off:
+            return
+        a = block * _BS + (off or 0)
+        if self._op():
+            k = random.randint(0, len(buf))
+            self.data[a:a + k] = buf[:k]  # stopped mid-block
+            self.dead = True
+            raise OSError(5)
+        self.data[a:a + len(buf)] = buf
+
+    def ioctl(self, op, arg):
+        if self.off:
+            return 0
+        if op == 4:
+            return _BLOCKS
+        if op == 5:
+            return _BS
+        if op == 6:
+            a = arg * _BS
+            if self._op():
+                k = random.randint(0, _BS)
+                self.data[a:a + k] = b"\xff" * k
+                self.dead = True
+                raise OSError(5)
+            self.data[a:a + _BS] = b"\xff" * _BS
+            return 0
+        return 0
+
+
+def _record(n):
+    pad = "x" * ((n * 37) % 300)
+    return {"n": n, "soc": (n % 1000) / 10.0, "pad": pad, "chk": n * 7 + len(pad)}
+
+
+def _mount(dev):
+    try:
+        vfs.umount(_MOUNT)
+    except OSError:
+        pass
+    vfs.mount(vfs.VfsLfs2(dev), _MOUNT)
+
+
+def test_powercut_store_littlefs():
+    random.seed(12345)
+    data = bytearray(b"\xff" * (_BS * _BLOCKS))
+    vfs.VfsLfs2.mkfs(CutDev(data))
+    cuts = 0
+    done = 0  # newest record whose save() returned True
+    boots = 0
+    saves = 0
+    for _ in range(2000):
+        # boot
+        dev = CutDev(data)
+        _mount(dev)
+        st = Store(_MOUNT + "/data")
+        d = st.load("state")
+        boots += 1
+        if done == 0:
+            assert d is None or d["n"] == 1, d
+        else:
+            assert d is not None, "lost every record after %d" % done
+            assert d["n"] in (done, done + 1), (d["n"], done)
+        if d is not None:
+            assert d == _record(d["n"]), "corrupt record"
+            done = d["n"]
+        # run until the power fails somewhere in the next saves
+        dev.budget = random.randint(0, 120)
+        n = done
+        while not dev.dead:
+            n += 1
+            if st.save("state", _record(n)):
+                done = n
+                saves += 1
+            else:
+                break
+        cuts += dev.dead
+        dev.off = True
+        try:
+            vfs.umount(_MOUNT)
+        except OSError:
+            pass
+        gc.collect()  # finalisers of the old mount's files hit the dead device only
+    assert cuts > 1500, cuts
+    assert saves > 1000, saves
+    print("power cuts:", cuts, "boots:", boots, "complete saves:", saves)
