@@ -19,16 +19,24 @@ _MOUNT = "/pcut"
 
 
 class CutDev:
-    """One power-on period of the flash chip. After the cut every operation fails; after
-    the "power-off" (off = True) it does nothing at all, so file objects of the old mount
-    that the GC finalises later can neither touch the flash nor raise in a finaliser. The
-    next boot makes a new CutDev over the same bytes."""
+    """One power-on period of the flash chip. After the cut every operation fails. At the
+    "power-off" (power_off()) it switches to a private copy of the bytes, so file objects of
+    the old mount that the GC finalises later neither touch the real flash nor fail in a
+    finaliser (which may run with the heap locked: no allocation in the off paths). The
+    next boot makes a new CutDev over the real bytes."""
 
-    def __init__(self, data):
+    def __init__(self, data, shadow):
         self.data = data
+        self.n = len(data) // _BS
+        self.shadow = shadow  # preallocated once: same size as data
         self.budget = -1  # operations left before the cut; -1 = no cut armed
         self.dead = False
         self.off = False
+
+    def power_off(self):
+        self.shadow[:] = self.data  # no allocation: no GC (and no finaliser) in between
+        self.data = self.shadow
+        self.off = True
 
     def _op(self):
         if self.dead:
@@ -40,8 +48,10 @@ class CutDev:
 
     def readblocks(self, block, buf, off=0):
         if self.off:
+            a = block * _BS + off
+            data = self.data
             for i in range(len(buf)):
-                buf[i] = 0xFF
+                buf[i] = data[a + i]
             return
         if self.dead:
             raise OSError(5)
@@ -50,6 +60,10 @@ class CutDev:
 
     def writeblocks(self, block, buf, off=None):
         if self.off:
+            a = block * _BS + (off or 0)
+            data = self.data
+            for i in range(len(buf)):
+                data[a + i] = buf[i]
             return
         a = block * _BS + (off or 0)
         if self._op():
@@ -61,9 +75,13 @@ class CutDev:
 
     def ioctl(self, op, arg):
         if self.off:
-            return 0
+            if op == 6:
+                data = self.data
+                for i in range(arg * _BS, (arg + 1) * _BS):
+                    data[i] = 0xFF
+            return self.n if op == 4 else (_BS if op == 5 else 0)
         if op == 4:
-            return _BLOCKS
+            return self.n
         if op == 5:
             return _BS
         if op == 6:
@@ -83,26 +101,27 @@ def _record(n):
     return {"n": n, "soc": (n % 1000) / 10.0, "pad": pad, "chk": n * 7 + len(pad)}
 
 
-def _mount(dev):
+def _mount(dev, fs_class=vfs.VfsLfs2):
     try:
         vfs.umount(_MOUNT)
     except OSError:
         pass
-    vfs.mount(vfs.VfsLfs2(dev), _MOUNT)
+    vfs.mount(fs_class(dev), _MOUNT)
 
 
-def test_powercut_store_littlefs():
+def _run(fs_class, blocks, iterations):
     random.seed(12345)
-    data = bytearray(b"\xff" * (_BS * _BLOCKS))
-    vfs.VfsLfs2.mkfs(CutDev(data))
+    data = bytearray(b"\xff" * (_BS * blocks))
+    shadow = bytearray(len(data))
+    fs_class.mkfs(CutDev(data, shadow))
     cuts = 0
     done = 0  # newest record whose save() returned True
     boots = 0
     saves = 0
-    for _ in range(2000):
+    for _ in range(iterations):
         # boot
-        dev = CutDev(data)
-        _mount(dev)
+        dev = CutDev(data, shadow)
+        _mount(dev, fs_class)
         st = Store(_MOUNT + "/data")
         d = st.load("state")
         boots += 1
@@ -125,12 +144,27 @@ def test_powercut_store_littlefs():
             else:
                 break
         cuts += dev.dead
-        dev.off = True
+        dev.power_off()
         try:
             vfs.umount(_MOUNT)
         except OSError:
             pass
-        gc.collect()  # finalisers of the old mount's files hit the dead device only
-    assert cuts > 1500, cuts
-    assert saves > 1000, saves
-    print("power cuts:", cuts, "boots:", boots, "complete saves:", saves)
+        gc.collect()  # finalisers of the old mount's files hit the private copy only
+    return cuts, boots, saves
+
+
+def test_powercut_store_littlefs():
+    cuts, boots, saves = _run(vfs.VfsLfs2, _BLOCKS, 5000)
+    assert cuts > 4000, cuts
+    assert saves > 10000, saves
+    print("littlefs power cuts:", cuts, "boots:", boots, "complete saves:", saves)
+
+
+def test_powercut_store_fat():
+    # FAT is not power-safe by itself: a file rewritten in place loses its content when the
+    # cut hits the write (a single-slot store fails this test at once), and lost clusters
+    # eventually fill this 32 KB volume so that later saves fail (reported, ST_CORRUPT).
+    # The A/B slots still guarantee: the last complete record, never a corrupt or older one.
+    cuts, boots, saves = _run(vfs.VfsFat, 64, 1000)
+    assert cuts > 40, cuts
+    print("FAT power cuts:", cuts, "boots:", boots, "complete saves:", saves)

@@ -111,10 +111,10 @@ def main():
     for own in (True, False):
         tag = "own" if own else "gen"
         for chem in ("nmc", "lfp"):
-            cases.append(("%s_days/%s" % (chem, tag), os.path.join(HERE, "traces", chem + "_days.csv"),
-                          chem, None, own, own))
-            cases.append(("%s_cycles_aged/%s" % (chem, tag),
-                          os.path.join(HERE, "traces", chem + "_cycles.csv"), chem, 1.12, own, own))
+            days = os.path.join(HERE, "traces", chem + "_days.csv")
+            cycles = os.path.join(HERE, "traces", chem + "_cycles.csv")
+            cases.append(("%s_days/%s" % (chem, tag), days, chem, None, own, own))
+            cases.append(("%s_cycles_aged/%s" % (chem, tag), cycles, chem, 1.12, own, own))
     for name in ("DST", "US06"):
         path = os.path.join(SHARED, "CALCE_A123_%s_20C.csv" % name)
         cases.append(("calce_%s/gen" % name.lower(), path, "lfp", None, False, False))

@@ -130,7 +130,8 @@ def write(name, cols):
             if t[k] < last + STEP_S - 0.5 and k != len(t) - 1:
                 continue  # keep roughly STEP_S spacing (experiment steps add extra points)
             last = t[k]
-            f.write("%.1f,%.5f,%.5f,%.5f,%.5f,%.2f\n" % (t[k], i[k], v[k], ocv[k], soc[k], temp[k]))
+            f.write("%.1f,%.5f,%.5f,%.5f,%.5f,%.2f\n"
+                    % (t[k], i[k], v[k], ocv[k], soc[k], temp[k]))
             n += 1
     print("wrote", path, n, "rows, soc %.3f..%.3f" % (float(np.min(soc)), float(np.max(soc))))
 

@@ -119,14 +119,22 @@ class Watch:
         self.t_recover = -1
         self.reactions = []
         self.prev_on = False
+        self.first = True
 
     def step(self, sim, bms, t_ms):
         crossed = self.pred(sim, bms.cfg)
-        fet_on = sim.fet_on(self.fet)
+        if self.fet.startswith("cmd_"):  # the protection's command, not the AFE's FET bit
+            fet_on = bms.prot.chg_fet if self.fet == "cmd_chg" else bms.prot.dsg_fet
+        else:
+            fet_on = sim.fet_on(self.fet)
+        if crossed and self.first and not fet_on:
+            # Beyond the limit from power-up: the FET was never closed (reaction 0).
+            self.t_cross = t_ms
         # A hardware trip can open the FET within the same 250 ms step as the crossing.
-        if crossed and self.t_cross < 0 and (fet_on or self.prev_on):
+        elif crossed and self.t_cross < 0 and (fet_on or self.prev_on):
             self.t_cross = t_ms
         self.prev_on = fet_on
+        self.first = False
         if self.t_cross >= 0 and self.t_open < 0 and not fet_on:
             self.t_open = t_ms
             self.reactions.append(self.t_open - self.t_cross)

@@ -47,13 +47,18 @@ def open(sim=None):
 
     this = sys.modules[__name__]
 
-    if sim is None:
+    realtime = sim is None
+    if realtime:
+        # firmware/main.py on the virtual board: the pack follows the home-day profile and
+        # simulated time runs with the wall clock (SPEED x), driven by a background task.
         from simlib import Simulator
 
         sim = Simulator(chemistry=CHEMISTRY, cells=CELLS, capacity_mah=CAPACITY_MAH,
                         variant=AFE_VARIANT, address=AFE_ADDRESS, crc=AFE_CRC,
-                        shunt_uohm=SHUNT_UOHM, n_temps=N_TEMPS)
+                        shunt_uohm=SHUNT_UOHM, n_temps=N_TEMPS, can=True, profile="home")
     hw = Hardware(this)
+    if realtime:
+        hw.background = _stepper(sim)
     hw.sim = sim
     hw.i2c = sim.i2c
     hw.clock = sim.clock
@@ -62,6 +67,19 @@ def open(sim=None):
     hw.wdt_factory = sim.wdt_factory
     hw.reset_cause = sim.reset_cause
     hw.data_dir = DATA_DIR
+    if realtime:
+        import os
+
+        try:
+            os.mkdir("build")
+        except OSError:
+            pass
+        for d in ("build/sim", DATA_DIR):
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass
+        hw.reset = _no_reset
     emu = sim.emu
 
     def alert_override(on):
@@ -76,3 +94,27 @@ def open(sim=None):
     hw.uart = getattr(sim, "uart", None)
     hw.rs485_de = getattr(sim, "rs485_de", None)
     return hw
+
+
+SPEED = 1  # simulated ms per wall ms when firmware/main.py runs on the virtual board
+
+
+def _stepper(sim):
+    async def run():
+        import asyncio
+        import time
+
+        last = time.ticks_ms()
+        while True:
+            await asyncio.sleep_ms(10)
+            now = time.ticks_ms()
+            dt = time.ticks_diff(now, last) * SPEED
+            last = now
+            if dt > 0:
+                sim.advance(dt)
+
+    return run
+
+
+def _no_reset():
+    raise SystemExit("reset requested (virtual board)")

@@ -105,6 +105,7 @@ class Bms:
         self.task_error_times = []
         self.last_error = None
         self.reset_requested = False
+        self.drill = -1  # bms.drill(): index of a task that raises once at its next cycle
 
     # --- construction helpers ---------------------------------------------------------
     def _load_config(self, b):
@@ -193,8 +194,14 @@ class Bms:
     _cfg_saved = 0
 
     # --- the periodic parts ---------------------------------------------------------------
+    def _drill(self, idx):
+        if self.drill == idx:
+            self.drill = -1
+            raise RuntimeError("fire drill")
+
     def fast_cycle(self, now):
         """Measure and protect. Returns True when the cycle is healthy (WDT may be fed)."""
+        self._drill(TASK_MEASURE)
         snap = self.snap
         afe = self.afe
         if not self.afe_ok and now >= self._afe_retry_ms:
@@ -236,6 +243,7 @@ class Bms:
 
     def slow_cycle(self, now):
         """Estimation, balancing, limits, heater and fan."""
+        self._drill(TASK_CONTROL)
         snap = self.snap
         prot = self.prot
         est = self.est
@@ -261,12 +269,14 @@ class Bms:
             hw.fan.value(1 if self.thermal.fan else 0)
 
     def comms_cycle(self, now):
+        self._drill(TASK_COMMS)
         if self.can is not None:
             self.can.poll(self, now)
         if self.modbus is not None:
             self.modbus.poll(self, now)
 
     def persist_cycle(self, now, force=False):
+        self._drill(TASK_PERSIST)
         force = force or self._force_save
         self._force_save = False
         self.store.maybe_save("state", self.state_record(), now, force)
@@ -370,16 +380,19 @@ async def run(bms, repl=True):
         asyncio.create_task(_periodic(bms, TASK_COMMS, COMMS_MS, bms.comms_cycle)),
         asyncio.create_task(_periodic(bms, TASK_PERSIST, PERSIST_MS, bms.persist_cycle)),
     ]
+    if bms.hw.background is not None:  # the virtual board's clock and physics
+        tasks.append(asyncio.create_task(bms.hw.background()))
     if repl:
+        from bms import diag
+
+        g = {"bms": diag.Diag(bms), "hw": bms.hw}
         try:
             import aiorepl  # type: ignore[import-not-found]
 
-            from bms import diag
-
-            g = {"bms": diag.Diag(bms)}
             tasks.append(asyncio.create_task(aiorepl.task(g=g)))
         except ImportError:
-            pass  # documented fallback: no REPL while running; Ctrl-C stops, FETs go off
+            # Documented fallback: a line console on the serial input (bms.diag.console).
+            tasks.append(asyncio.create_task(diag.console(g)))
     await asyncio.gather(*tasks)
 
 
@@ -387,7 +400,8 @@ def main(board=None):
     """Entry point used by firmware/main.py."""
     import micropython
 
-    micropython.alloc_emergency_exception_buf(128)
+    if hasattr(micropython, "alloc_emergency_exception_buf"):  # not on the unix port
+        micropython.alloc_emergency_exception_buf(128)
     if board is None:
         import board  # type: ignore[import-not-found]
     hw = board.open()

@@ -331,7 +331,7 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         "dsg_temp_min_dc": -200,
         "dsg_temp_max_dc": 550,
         "temp_release_dc": 30,
-        "temp_delay_ms": 2000,
+        "temp_delay_ms": 4000,
         "fet_temp_max_dc": 800,
         "imbalance_warn_mv": 100,
         "release_delay_ms": 2000,

@@ -164,6 +164,17 @@ class Diag:
         self._p("bleeding cell %d for %d s; watch bms.cells()" % (cell, _BALANCE_TEST_MS // 1000))
         return True
 
+    def drill(self, task="measure"):
+        """Fire drill: make one task raise once, to see the safe state, the log and the restart."""
+        from bms.app import TASK_NAMES
+
+        if task not in TASK_NAMES:
+            self._p("task must be one of: " + ", ".join(TASK_NAMES))
+            return False
+        self._bms.drill = TASK_NAMES.index(task)
+        self._p("task %s will raise once at its next cycle" % task)
+        return True
+
     def ship(self):
         """Save state, open the FETs and put the AFE into ship mode (wake: TS1 boot pulse)."""
         self._p("entering ship mode: FETs off, AFE shut down; wake with the BOOT button")
@@ -176,10 +187,10 @@ class Diag:
                 if len(c) > widths[i]:
                     widths[i] = len(c)
         fmt = "  ".join(["%-" + str(w) + "s" for w in widths])
-        self._p(fmt % tuple(head))
+        self._p((fmt % tuple(head)).rstrip())
         self._p("  ".join(["-" * w for w in widths]))
         for r in rows:
-            self._p(fmt % tuple(r))
+            self._p((fmt % tuple(r)).rstrip())
 
 
 def _get(seq, i):
@@ -213,3 +224,47 @@ def _temps(s):
 
 def _cells_of(mask):
     return ",".join([str(i + 1) for i in range(16) if mask & (1 << i)])
+
+
+async def console(g, stream=None, out=None):
+    """Line console: the documented fallback when aiorepl is not installed.
+
+    Reads lines from the serial input without blocking the other tasks and evaluates each
+    one with the names in g (bms = Diag): `bms.status()` and the other calls work as on the
+    full REPL, but only one line at a time and without editing. Ctrl-C stops the firmware
+    (the FETs go off).
+    """
+    import asyncio
+    import select
+    import sys
+
+    stream = stream if stream is not None else sys.stdin
+    out = out if out is not None else print
+    poller = select.poll()
+    poller.register(stream, select.POLLIN)
+    line = ""
+    while True:
+        if not poller.poll(0):
+            await asyncio.sleep_ms(20)  # type: ignore[attr-defined]
+            continue
+        ch = stream.read(1)
+        if not ch:  # end of input: keep protecting, stop listening
+            poller.unregister(stream)
+            while True:
+                await asyncio.sleep_ms(1000)  # type: ignore[attr-defined]
+        if ch not in "\r\n":
+            line += ch
+            continue
+        cmd = line.strip()
+        line = ""
+        if not cmd:
+            continue
+        try:
+            try:
+                r = eval(cmd, g)
+                if r is not None:
+                    out(repr(r))
+            except SyntaxError:
+                exec(cmd, g)
+        except Exception as e:  # noqa: BLE001 - a typo at the console must not stop the BMS
+            out("error: %r" % (e,))

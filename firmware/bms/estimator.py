@@ -205,7 +205,8 @@ class Estimator:
         self._acc_mah += dq
         # uncertainty growth: offset over time, gain/capacity over throughput
         cap = self.capacity_mah
-        off_unc = self.cfg.soc_deadband_ma if self.offset_learnt else self.cfg.soc_offset_max_ma / 4
+        cfg = self.cfg
+        off_unc = cfg.soc_deadband_ma if self.offset_learnt else cfg.soc_offset_max_ma / 4
         growth = (abs(dq) * (_GAIN_UNC + self._cap_unc()) + off_unc * dt_s / 3600.0) / cap * 100.0
         if temp_c < 10.0 or temp_c > 40.0:
             growth *= 2.0
@@ -369,7 +370,8 @@ class Estimator:
         err = self.soc_err_pct
         k = err * err / (err * err + sig * sig)
         self._soc = _clamp(self._soc + k * (soc_o - self._soc), 0.0, 1.0)
-        self.soc_err_pct = max(_ERR_MIN, math.sqrt(err * err * sig * sig / (err * err + sig * sig)))
+        var = err * err * sig * sig / (err * err + sig * sig)
+        self.soc_err_pct = max(_ERR_MIN, math.sqrt(var))
         self._p00 = (self.soc_err_pct / 100.0) ** 2
         self.last_sync_ms = now_ms
         self.last_sync_kind = SYNC_REST

@@ -25,6 +25,7 @@ class Hardware:
         reset=None,
         data_dir="/data",
         clock=None,
+        background=None,
     ):
         # Constants of the board module (pins, AFE variant, shunt ...), kept for reference.
         self.board = board
@@ -48,3 +49,5 @@ class Hardware:
         self.reset = reset  # callable() -> machine.reset
         self.data_dir = data_dir  # where persistent state lives on the board's filesystem
         self.clock = clock  # object with now_ms(); None: bms.clock.MonotonicClock
+        # coroutine function or None: one more task the app runs (the virtual board's physics)
+        self.background = background

@@ -199,6 +199,16 @@ _T_CAP = const(0x20000000)  # timers saturate here (stays a small int)
 _DT_MAX = const(60000)  # a longer gap between updates counts as this long
 
 
+# The AFE converts temperatures every 2 s (+3.5 % timing tolerance) at 0.1 degC resolution:
+# that much of a temperature delay is spent before a reading can show the crossing.
+TEMP_SAMPLE_MS = const(2500)
+
+
+def _temp_debounce(delay_ms):
+    d = delay_ms - TEMP_SAMPLE_MS
+    return d if d > 0 else 0
+
+
 def fault_names(mask):
     """'a|b|c' for the set bits of mask ('' for 0). Allocates: for logs and the REPL."""
     out = []
@@ -546,7 +556,8 @@ class Protection:
 
         # --- plausibility ------------------------------------------------------------------
         pd = 0 if boot else c.plaus_delay_ms
-        self._fault(F_TEMP_SENSOR, temps_ok and not tplaus, temps_ok and tplaus, tmin, pd)
+        td = 0 if boot else _temp_debounce(c.temp_delay_ms)
+        self._fault(F_TEMP_SENSOR, temps_ok and not tplaus, temps_ok and tplaus, tmin, td)
         self._fault(F_CELL_IMPLAUSIBLE, cells_ok and not cplaus, cv, cmin, pd)
         diff = csum - pack
         if diff < 0:
@@ -595,7 +606,10 @@ class Protection:
             self.clear_stat |= STAT_SCD
 
         # --- temperatures --------------------------------------------------------------------
-        d = 0 if boot else c.temp_delay_ms
+        # temp_delay_ms counts from the TRUE crossing: it includes the AFE's 2 s temperature
+        # conversion period (and 0.1 degC resolution), so the debounce after the first reading
+        # beyond the limit is what is left of it.
+        d = 0 if boot else _temp_debounce(c.temp_delay_ms)
         hy = c.temp_release_dc
         lim = c.chg_temp_max_dc
         self._fault(F_CHG_OT, tv and tmax > lim, tv and tmax < lim - hy, tmax, d)
@@ -681,7 +695,7 @@ class Protection:
                    c.dsg_oc_delay_ms)
         m = c.warn_margin_dc
         h = (m >> 1) + 1
-        d = c.temp_delay_ms
+        d = _temp_debounce(c.temp_delay_ms)
         lim = c.chg_temp_max_dc - m
         self._warn(F_CHG_OT, tv and tmax > lim, tv and tmax < lim - h, tmax, d)
         lim = c.chg_temp_min_dc + m

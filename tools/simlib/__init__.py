@@ -89,6 +89,8 @@ class Simulator:
             self.can_cs = self.mcp.cs
             self.inverter = Inverter(self.canbus)
         self.xready_pending = False  # scenario bookkeeping
+        self.fet_history = []  # (t_ms, chg, dsg) at every change of the AFE's FET bits
+        self._fets = (0, 0)
         self.wdt = None
         self.wdt_resets = 0
         self.reset_cause = 1  # machine.PWRON_RESET
@@ -159,6 +161,11 @@ class Simulator:
                 dsg = c2 & 2
             pack.heater_w = self.heater_w if self.heater_pin.state else 0.0
             pack.fan_on = bool(self.fan_pin.state)
+            if (chg, dsg) != self._fets:
+                self._fets = (chg, dsg)
+                self.fet_history.append((t, 1 if chg else 0, 1 if dsg else 0))
+                if len(self.fet_history) > 200:
+                    self.fet_history.pop(0)
             pack.step(dt, self.request_ma, chg, dsg, emu.bal_cells)
             emu.tick(dt)
             clock.t_ms = t + dt

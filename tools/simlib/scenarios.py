@@ -115,46 +115,53 @@ class ShortCircuit(Scenario):
 
 class ChargeCold(Scenario):
     name = "charge-cold"
-    doc = "PV wants to charge at -10 degC: charging is blocked until the pack is above 0 degC"
-    hours = 6.0
+    doc = "a cold draught at 3 degC while PV charges: charging stops below 0 degC, resumes when warm"
+    hours = 3.0
     obey_limits = False
-    watch = ("chg_ut", lambda sim, cfg: sim.pack.temp_c * 10 < cfg.chg_temp_min_dc - 1, "chg",
+    watch = ("chg_ut", lambda sim, cfg: sim.pack.temp_c * 10 < cfg.chg_temp_min_dc, "chg",
              "temp_delay_ms")
 
     def setup(self, sim, opts):
-        sim.pack.set_temperature(-10.0)
-        sim.pack.ambient_c = -10.0
+        sim.pack.set_temperature(3.0)
+        sim.pack.ambient_c = 3.0
         return {}
 
     def load_ma(self, sim, t_ms):
-        return _c(sim, 0.1)
+        return _c(sim, 0.05)
 
     def step(self, sim, t_ms):
-        # The morning warms the room up: ambient ramps to 15 degC over four hours.
-        sim.pack.ambient_c = -10.0 + min(25.0, 25.0 * t_ms / 14400000)
+        # From 60 s the pack is chilled at 0.5 degC/s down to -5 degC and held there until
+        # 10 min; then the room warms to 15 degC and the pack follows it.
+        if 60000 <= t_ms < 600000:
+            sim.pack.set_temperature(max(-5.0, 3.0 - 0.5 * (t_ms - 60000) / 1000))
+            sim.pack.ambient_c = -5.0
+        elif t_ms >= 600000:
+            sim.pack.ambient_c = 15.0
 
 
 class OverTempDischarge(Scenario):
     name = "over-temp-discharge"
-    doc = "a hot room while discharging: discharge FET opens above 55 degC, recovers when cool"
-    hours = 6.0
+    doc = "the pack heats up while discharging: discharge FET opens above 55 degC, recovers cool"
+    hours = 3.0
     obey_limits = False
-    # One 0.1 degC step of the thermistor reading above the limit (the trip is strictly above).
-    watch = ("dsg_ot", lambda sim, cfg: sim.pack.temp_c * 10 > cfg.dsg_temp_max_dc + 1, "dsg",
+    watch = ("dsg_ot", lambda sim, cfg: sim.pack.temp_c * 10 > cfg.dsg_temp_max_dc, "dsg",
              "temp_delay_ms")
 
     def setup(self, sim, opts):
         sim.pack.set_temperature(50.0)
+        sim.pack.ambient_c = 50.0
         return {}
 
     def load_ma(self, sim, t_ms):
         return -_c(sim, 0.05)
 
     def step(self, sim, t_ms):
-        # Ambient climbs to 70 degC for 1.5 h, then falls back to 25 degC.
-        if t_ms < 5400000:
-            sim.pack.ambient_c = 70.0
-        else:
+        # From 60 s a heat source warms the pack at 0.5 degC/s to 62 degC, held to 10 min;
+        # then it is gone and the pack cools towards a 25 degC room.
+        if 60000 <= t_ms < 600000:
+            sim.pack.set_temperature(min(62.0, 50.0 + 0.5 * (t_ms - 60000) / 1000))
+            sim.pack.ambient_c = 62.0
+        elif t_ms >= 600000:
             sim.pack.ambient_c = 25.0
 
 
@@ -170,9 +177,11 @@ class ThermistorOpen(Scenario):
 
 class AfeLost(Scenario):
     name = "afe-lost"
-    doc = "the AFE stops answering on I2C for 30 s: both FETs off within one cycle, then recover"
+    doc = "I2C to the AFE fails for 30 s: FETs commanded off, limits to 0 A, then recovery"
     hours = 0.5
-    watch = ("afe_lost", lambda sim, cfg: sim.emu.lost, "dsg", None)
+    # Without I2C the FET commands cannot reach the AFE (README: "AFE lost"); what the
+    # firmware controls is its command and the limits the inverter obeys.
+    watch = ("afe_lost", lambda sim, cfg: sim.emu.lost, "cmd_dsg", None)
 
     def load_ma(self, sim, t_ms):
         return -_c(sim, 0.05)
