@@ -1,7 +1,7 @@
 """Generate the ground-truth traces in tools/traces/ with PyBaMM (offline, run once).
 
 Not part of the firmware and not run by `make`: it needs PyBaMM, which is not in the
-project's .venv. Procedure (docs/estimation.md, "Ground truth"):
+project's .venv. Procedure (README, "State estimation"):
 
     python3 -m venv /tmp/pybamm
     /tmp/pybamm/bin/pip install pybamm==26.10.1.1

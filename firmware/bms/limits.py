@@ -6,7 +6,7 @@
 # prot.warnings, prot.latched) and the estimator (est.soc_pct, est.soc_err_pct; est may be
 # None = SOC unknown: the SOC rules are skipped). All outputs are positive ints.
 #
-# CCL and DCL are the MINIMUM of independent curves (docs/control.md has them with their
+# CCL and DCL are the MINIMUM of independent curves (README, "Control", has them with their
 # defaults). CVL is min(nominal, max-cell controller) and never 0: to stop charging CCL = 0
 # and CVL = the present pack voltage (cell sum), never below cells * cell_uv_release_mv.
 # Cuts act at once; rises are limited to a ramp (ccl/dcl_ramp_ma_s, cells * cvl_ramp_mv_s)

@@ -3,7 +3,7 @@
 # Each table is the cell OCV in 0.1 mV at evenly spaced SOC points from 0 to 100 %.
 # Look-ups interpolate piecewise-linearly (binary search). All tables strictly increase.
 #
-# Sources (facts, resampled; see docs/estimation.md):
+# Sources (facts, resampled; see the README, "SOC and SOH estimation"):
 #   lfp: Lithium Werks APR18650M1B, mean of the C/32 charge and discharge pseudo-OCV curves,
 #        81 points (Sunil, Pattipati, Balasingam, IEEE TIM 2025; data
 #        soorajsunil/Piecewise-Battery-OCV, MIT). It lies between the hysteresis branches.

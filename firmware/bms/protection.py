@@ -44,7 +44,7 @@
 # fault decays by one for every 4 * cfg.oc_retry_ms without a trip of that fault.
 # SYS_STAT: OV/UV bits are cleared with the software release of cell OV/UV, XREADY after it
 # has been set for 3 s (OVRD_ALERT 10 s), SCD/OCD at the retry time; never CC_READY.
-# Fault list with directions, tiers and release conditions: docs/protection.md.
+# Fault list with directions, tiers and release conditions: README, "Protection".
 #
 # Body diode: when the charge FET is open only for cell_ov / pack_ov / hw_ov / chg_ot /
 # chg_ut and the pack discharges (current < -cfg.body_diode_ma), the charge FET closes

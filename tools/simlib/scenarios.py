@@ -115,7 +115,7 @@ class ShortCircuit(Scenario):
 
 class ChargeCold(Scenario):
     name = "charge-cold"
-    doc = "a cold draught at 3 degC while PV charges: charging stops below 0 degC, resumes when warm"
+    doc = "a cold draught at 3 degC while PV charges: no charging below 0 degC, resumes when warm"
     hours = 3.0
     obey_limits = False
     watch = ("chg_ut", lambda sim, cfg: sim.pack.temp_c * 10 < cfg.chg_temp_min_dc, "chg",
