@@ -11,7 +11,9 @@
 # Options (stable interface, documented in the README):
 #   --chemistry lfp|nmc|lto  --cells N  --capacity-ah AH  --hours H  --speed max|FACTOR
 #   --scenario NAME  --list-scenarios  --seed N  --log FILE.csv  --candump FILE
-#   --summary FILE.json  --quiet
+#   --summary FILE.json  --quiet  --set name=value[,name=value]  --soc PCT
+#   --rs485 TTY      the firmware's Modbus RTU server on that tty (a PTY end: tools/ptypair.py)
+#   --can-bridge TTY the CAN bus as an SLCAN adapter on that tty (python-can interface "slcan")
 # The log is CSV, one row per simulated second, first line "# config: {json}", then the
 # header (see COLUMNS). The summary JSON holds the run's figures and, for scenarios with a
 # watched limit, the reaction and recovery times measured at 250 ms resolution.
@@ -73,6 +75,9 @@ def parse_args(argv):
     p.add_argument("--summary", default="")
     p.add_argument("--soc", type=float, default=-1.0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--rs485", default="")
+    p.add_argument("--can-bridge", default="")
+    p.add_argument("--set", default="")
     return p.parse_args(argv)
 
 
@@ -89,6 +94,14 @@ def _mkdirs(path):
             os.mkdir(cur)
         except OSError:
             pass
+
+
+def _isint(s):
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
 
 
 def _fresh_flash(path):
@@ -175,6 +188,23 @@ def main(argv):
         can=True,
     )
     overrides = scen.setup(sim, args) or {}
+    for item in args.set.split(","):
+        if item:
+            k, v = item.split("=", 1)
+            overrides[k.strip()] = v.strip() if not _isint(v.strip()) else int(v.strip())
+    if args.rs485:
+        from simlib.machine_api import Pin
+        from simlib.tty_uart import TtyUart
+
+        sim.uart = TtyUart(args.rs485)
+        sim.rs485_de = Pin("rs485_de", Pin.OUT, 0, clock=sim.clock)
+        print("RS485 (Modbus RTU server) on %s" % args.rs485)
+    bridge = None
+    if args.can_bridge:
+        from simlib.slcan import SlcanBridge
+
+        bridge = SlcanBridge(sim.canbus, args.can_bridge)
+        print("CAN bus (SLCAN) on %s" % args.can_bridge)
     import board  # boards/sim/board.py
 
     from bms.app import Bms
@@ -228,6 +258,12 @@ def main(argv):
             if now % 10000 == 0:
                 bms.persist_cycle(now)
         t = now
+        if bridge is not None:
+            bridge.poll()
+        if speed > 0:
+            lag = int(t / speed) - time.ticks_diff(time.ticks_ms(), wall0)
+            if lag > 0:
+                time.sleep_ms(lag)
         if watch is not None:
             watch.step(sim, bms, t)
         if t % 1000 == 0:
@@ -246,10 +282,6 @@ def main(argv):
                 _log_row(log, t, sim, bms, st, fault_names)
             if t % 60000 == 0 and not args.quiet:
                 _status(t, sim, bms, st, fault_names)
-            if speed > 0:
-                lag = int(t / speed) - time.ticks_diff(time.ticks_ms(), wall0)
-                if lag > 0:
-                    time.sleep_ms(lag)
     wall_ms = max(1, time.ticks_diff(time.ticks_ms(), wall0))
     if log is not None:
         log.close()
