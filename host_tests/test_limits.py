@@ -73,7 +73,7 @@ def test_nominal_limits():
     assert lim.chg_enable and lim.dsg_enable and not lim.force_charge
     assert lim.mode == MODE_BULK and MODE_NAMES[lim.mode] == "bulk" == lim.mode_name()
     nmc = step(Limits(Config("nmc", 4, 100000)), [3700] * 4, 0)
-    assert nmc.cvl_mv == 4 * 4100
+    assert nmc.cvl_mv == 4 * 4150
 
 
 def test_ccl_zero_below_chg_temp_min_and_cold_table():

@@ -184,7 +184,7 @@ def main(argv):
         cells=args.cells,
         capacity_mah=cap_mah,
         seed=args.seed,
-        soc=args.soc / 100 if args.soc >= 0 else 0.5,
+        soc=args.soc / 100 if args.soc >= 0 else 0.65,
         can=True,
     )
     overrides = scen.setup(sim, args) or {}

@@ -29,7 +29,7 @@ from bms.events import EventLog
 from bms.limits import Limits
 from bms import protection
 from bms.protection import Protection
-from bms.snapshot import Snapshot
+from bms.snapshot import FLAG_CELLS_VALID, Snapshot
 from bms.store import Store
 from bms.thermal import Thermal
 
@@ -139,10 +139,12 @@ class Bms:
         store = self.store
         state = store.load("state", now)
         boots = 0
+        self._soc_pending = True  # no SOC yet: guess it from the first valid cell voltages
         if state:
             try:
                 boots = int(state.get("boots", 0)) + 1
                 self.est.load_state(state.get("est", {}))
+                self._soc_pending = "est" not in state
                 self.limits_restore(state.get("limits", {}))
             except (ValueError, TypeError, KeyError, AttributeError):
                 self.events.add(now, ev.EV_STORE, 2, 4)
@@ -192,6 +194,7 @@ class Bms:
 
     _force_save = False
     _cfg_saved = 0
+    _soc_pending = True
 
     # --- the periodic parts ---------------------------------------------------------------
     def _drill(self, idx):
@@ -247,6 +250,12 @@ class Bms:
         snap = self.snap
         prot = self.prot
         est = self.est
+        if self._soc_pending and snap.flags & FLAG_CELLS_VALID and snap.errors == 0:
+            # First boot (nothing persisted): an OCV guess where the curve is steep enough;
+            # otherwise (LFP plateau) the estimator keeps its default with 100 % uncertainty
+            # and the limits ask for a full charge to synchronise.
+            est.init_from_ocv(snap, now)
+            self._soc_pending = False
         est.update(snap, now)
         mask = self.bal.update(snap, prot, est, now)
         if self.bal_override >= 0:

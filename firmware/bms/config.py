@@ -206,6 +206,8 @@ RULES = (
     ("float_cell_mv", "<", "chg_cell_mv", "float_cell_mv < chg_cell_mv"),
     ("cell_uv_release_mv", "<", "float_cell_mv", "cell_uv_release_mv < float_cell_mv"),
     ("chg_cell_mv", "<", "ccl_zero_mv", "chg_cell_mv < ccl_zero_mv (CCL > 0 at the target)"),
+    ("soc_full_mv", "<=", ("chg_cell_mv", "-", "absorb_margin_mv"),
+     "soc_full_mv <= chg_cell_mv - absorb_margin_mv (the full sync must be reachable)"),
     ("ccl_knee_mv", "<", "ccl_zero_mv", "ccl_knee_mv < ccl_zero_mv"),
     ("ccl_zero_mv", "<", "cell_ov_mv", "ccl_zero_mv < cell_ov_mv"),
     ("cell_uv_mv", "<", "dcl_knee_mv", "cell_uv_mv < dcl_knee_mv"),
@@ -258,10 +260,10 @@ PRESETS = {
         "pack_ov_cell_mv": 4150,
         "pack_uv_cell_mv": 3100,
         # control
-        "chg_cell_mv": 4100,
-        "float_cell_mv": 4050,
-        "ccl_knee_mv": 4050,
-        "ccl_zero_mv": 4150,
+        "chg_cell_mv": 4150,
+        "float_cell_mv": 4100,
+        "ccl_knee_mv": 4100,
+        "ccl_zero_mv": 4180,
         "dcl_knee_mv": 3400,
         "dvl_cell_mv": 3200,
         "bal_min_cell_mv": 3800,
@@ -343,7 +345,9 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         "sum_tol_mv": 100 + 50 * cells,
         "plaus_delay_ms": 1000,
         # estimation: sync voltages and rest time per chemistry, currents scale with C
-        "soc_full_mv": {"lfp": 3450, "nmc": 4180, "lto": 2650}[chemistry],
+        # The full sync must be reachable under our own charge limits: 10 mV (the default
+        # absorb_margin_mv) below the charge voltage (RULES).
+        "soc_full_mv": {"lfp": 3440, "nmc": 4140, "lto": 2640}[chemistry],
         "soc_tail_ma": max(1, c // 25),  # C/25
         "soc_full_hold_ms": 120000,
         "soc_empty_mv": {"lfp": 2900, "nmc": 3150, "lto": 2000}[chemistry],

@@ -121,8 +121,8 @@ class Simulator:
             return want_ma
         if want_ma > 0:
             # A charger in constant-voltage mode: the current falls to zero as the pack
-            # voltage reaches the charge voltage limit (about 1 A per 10 mV of headroom).
-            cv_ma = (lim.cvl_mv - self.pack.pack_mv()) * 100
+            # voltage reaches the charge voltage limit (about 1 A per 50 mV of headroom).
+            cv_ma = (lim.cvl_mv - self.pack.pack_mv()) * 20
             if cv_ma < 0:
                 cv_ma = 0
             return min(want_ma, lim.ccl_ma, cv_ma)

@@ -93,8 +93,8 @@ class Inverter(PyNode):
             if not self.chg_enable or self.ccl_ma <= 0 or pack_mv >= self.cvl_mv:
                 return 0
             # constant-voltage phase: the current falls as the pack approaches CVL
-            # (about 1 A per 10 mV of headroom, like a charger's CV loop)
-            return min(wanted_ma, self.ccl_ma, (self.cvl_mv - pack_mv) * 100)
+            # (about 1 A per 50 mV of headroom, like a charger's CV loop; a stiffer loop rings)
+            return min(wanted_ma, self.ccl_ma, (self.cvl_mv - pack_mv) * 20)
         if wanted_ma < 0:
             if not self.dsg_enable or self.dcl_ma <= 0:
                 return 0

@@ -21,6 +21,8 @@ class Scenario:
 
     def setup(self, sim, opts):
         """Shape the pack before boot. Returns configuration overrides (dict)."""
+        if type(self) is Scenario:  # the plain home day: cells as they come from a real lot
+            sim.pack.spread(capacity=0.02, soc=0.01, seed=sim.seed)
         return {}
 
     def load_ma(self, sim, t_ms):
