@@ -184,7 +184,7 @@ def main(argv):
         cells=args.cells,
         capacity_mah=cap_mah,
         seed=args.seed,
-        soc=args.soc / 100 if args.soc >= 0 else 0.65,
+        soc=args.soc / 100 if args.soc >= 0 else 0.75,
         can=True,
     )
     overrides = scen.setup(sim, args) or {}
@@ -219,6 +219,7 @@ def main(argv):
         sim.canbus.log_file = open(args.candump, "w")
     bms = Bms(hw, cfg)
     bms.boot()
+    bleed = _bleed_bound(sim)
     watch = Watch(scen.watch, cfg) if scen.watch else None
 
     log = None
@@ -288,12 +289,30 @@ def main(argv):
     if sim.canbus is not None and sim.canbus.log_file is not None:
         sim.canbus.log_file.close()
     summary = _summary(args, scen, sim, bms, stats, soc0, t, wall_ms, watch, fault_names)
+    summary["bleed"] = bleed
     if args.summary:
         _mkdirs(args.summary)
         with open(args.summary, "w") as f:
             f.write(json.dumps(summary))
     _print_summary(summary)
     return 0
+
+
+def _bleed_bound(sim):
+    """Physical lower bound of top balancing from the pack's initial state: every cell must
+    lose the charge it holds above the cell that is furthest from full, bled at the AFE's
+    bleed current (V / R at the 70 % duty of the BQ769x0), all cells at once."""
+    p = sim.pack
+    missing = [(1.0 - p.soc[i]) * p.cap_mah[i] for i in range(p.cells)]
+    worst = max(missing)
+    excess = [worst - m for m in missing]
+    v = p.pack_mv() / p.cells / 1000.0
+    bleed_ma = v / p.bleed_ohm * 1000.0 * p.bleed_duty
+    return {
+        "max_bleed_mah": round(max(excess), 1),
+        "bleed_ma": round(bleed_ma, 1),
+        "lower_bound_s": int(max(excess) / bleed_ma * 3600) if bleed_ma > 0 else -1,
+    }
 
 
 def _log_row(log, t, sim, bms, st, fault_names):

@@ -229,16 +229,19 @@ class HighCell(Scenario):
 
 class ColdMorning(Scenario):
     name = "cold-morning"
-    doc = "a -5 degC morning: the heater warms the pack before the BMS allows charging"
-    hours = 8.0
+    doc = "06:00 at -5 degC: the heater warms the pack before PV charging is allowed (from 07:00)"
+    hours = 6.0
 
     def setup(self, sim, opts):
         sim.pack.set_temperature(-5.0)
         sim.pack.ambient_c = -5.0
         return {"have_heater": 1}
 
+    def load_ma(self, sim, t_ms):
+        return sim.profile.current_ma(t_ms + 6 * 3600000)  # the day from 06:00
+
     def step(self, sim, t_ms):
-        sim.pack.ambient_c = -5.0 + min(10.0, 10.0 * t_ms / 28800000)
+        sim.pack.ambient_c = -5.0 + min(10.0, 10.0 * t_ms / 21600000)
 
 
 class SocDrift(Scenario):
