@@ -221,15 +221,17 @@ class Bms:
         prot = self.prot
         prot.update(snap, now)
         ok = snap.errors == 0
-        if ok:
-            try:
+        try:
+            if ok:
                 if prot.clear_stat:
                     afe.clear_status(prot.clear_stat)
                 if prot.afe_restore:
                     afe.restore()
-                afe.set_fets(prot.chg_fet, prot.dsg_fet)
-            except AfeError:
-                ok = False
+            # Always written, also after a failed read: after a failed read protection
+            # commands both FETs off, which the driver writes without reading first.
+            afe.set_fets(prot.chg_fet, prot.dsg_fet)
+        except AfeError:
+            ok = False
         # Without a confirmed read and write over I2C the FETs cannot be trusted to follow
         # protection: hold ALERT high so the AFE opens both by itself (OVRD_ALERT).
         override = self.hw.alert_override
@@ -279,7 +281,9 @@ class Bms:
 
     def comms_cycle(self, now):
         self._drill(TASK_COMMS)
-        if self.can is not None:
+        # No frames before the first complete reading: an inverter must never see a 0 V
+        # pack or an invalid temperature. (Without the BMS's frames it stops by itself.)
+        if self.can is not None and self.snap.seq > 0:
             self.can.poll(self, now)
         if self.modbus is not None:
             self.modbus.poll(self, now)

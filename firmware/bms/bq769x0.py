@@ -653,11 +653,16 @@ class BQ769x0:
     def set_fets(self, chg, dsg):
         """Command the CHG/DSG FET drivers: read-modify-write of SYS_CTRL2.
 
-        Keeps DELAY_DIS as read, forces CC_EN = 1, writes reserved bits and CC_ONESHOT as 0."""
-        self._read_regs(_SYS_CTRL2, 1)
-        v = self._rbuf[0] & _DELAY_DIS
+        Keeps DELAY_DIS as read, forces CC_EN = 1, writes reserved bits and CC_ONESHOT as 0.
+        Opening both FETs needs no read first: it must work even when reads fail (a noisy
+        bus that corrupts read CRCs may still carry a write), and clears DELAY_DIS."""
         self._chg_cmd = bool(chg)
         self._dsg_cmd = bool(dsg)
+        if not chg and not dsg:
+            self._write(_SYS_CTRL2, _CC_EN)
+            return
+        self._read_regs(_SYS_CTRL2, 1)
+        v = self._rbuf[0] & _DELAY_DIS
         if chg:
             v |= _CHG_ON
         if dsg:
