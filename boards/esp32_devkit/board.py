@@ -9,12 +9,14 @@ MPY_ARCH = "xtensawin"
 CHEMISTRY = "lfp"
 CAPACITY_MAH = 100000
 
-# AFE: BQ7694003 (address 0x08, CRC), 15 cells, 1 mOhm shunt, three 10k NTC (beta 3435)
+# AFE: BQ7694003 (address 0x08, CRC), 15 cells, 0.5 mOhm shunt, three 10k NTC (beta 3435).
+# The shunt sets the hardware current limits: OCD <= 100 mV, SCD <= 200 mV, so a 100 Ah pack
+# needs 0.5 mOhm for OCD 150 A / SCD 300 A to sit outside the software limits.
 AFE_VARIANT = "bq76940"
 AFE_ADDRESS = 0x08
 AFE_CRC = True
 CELLS = 15
-SHUNT_UOHM = 1000
+SHUNT_UOHM = 500
 N_TEMPS = 3
 THERMISTOR_BETA = 3435
 I2C_ID = 0

@@ -40,6 +40,7 @@ PERSIST_MS = const(10000)
 _AFE_RETRY_MS = const(1000)
 _AFE_LOST_WDT_CYCLES = const(20)
 _MAX_TASK_ERRORS = const(5)
+_PLATEAU_GUESS_ERR_PCT = 30.0
 _TASK_ERROR_WINDOW_MS = const(60000)
 
 TASK_NAMES = ("measure", "control", "comms", "persist")
@@ -182,10 +183,29 @@ class Bms:
                 cfg.hw_scd_delay_us,
             )
             self.afe_ok = True
+            self._check_outer_layer(now)
         except (AfeError, OSError, ValueError):
             self.afe_ok = False
             self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 1)
         self._afe_retry_ms = now + _AFE_RETRY_MS
+
+    def _check_outer_layer(self, now):
+        """The AFE quantises (and, with its shunt, caps) the hardware limits. Where what it
+        applied is not outside the software limit, say so in the event log (config_reject
+        with the field and the applied value): the hardware then acts first."""
+        from bms.config import field_index
+
+        a = self.afe_applied
+        cfg = self.cfg
+        checks = (
+            ("hw_cell_ov_mv", a["ov_mv"] <= cfg.cell_ov_mv, a["ov_mv"]),
+            ("hw_cell_uv_mv", a["uv_mv"] >= cfg.cell_uv_mv, a["uv_mv"]),
+            ("hw_ocd_ma", a["ocd_ma"] <= cfg.dsg_oc_ma, a["ocd_ma"]),
+            ("hw_scd_ma", a["scd_ma"] <= a["ocd_ma"], a["scd_ma"]),
+        )
+        for name, bad, applied in checks:
+            if bad:
+                self.events.add(now, ev.EV_CONFIG_REJECT, field_index(name), applied)
 
     def _on_event(self, code):
         # Faults and latches force the next persistence cycle to write at once.
@@ -253,10 +273,14 @@ class Bms:
         prot = self.prot
         est = self.est
         if self._soc_pending and snap.flags & FLAG_CELLS_VALID and snap.errors == 0:
-            # First boot (nothing persisted): an OCV guess where the curve is steep enough;
-            # otherwise (LFP plateau) the estimator keeps its default with 100 % uncertainty
-            # and the limits ask for a full charge to synchronise.
-            est.init_from_ocv(snap, now)
+            # First boot (nothing persisted): an OCV guess. Where the curve is too flat to
+            # trust (the LFP plateau) it is still the best guess there is, but reported with a
+            # wide uncertainty, so the limits ask for a full charge to synchronise.
+            if not est.init_from_ocv(snap, now):
+                from bms import ocv
+
+                mv = snap.cell_sum_mv // snap.n_cells
+                est.set_soc(ocv.soc_from_mv(est.chem, mv) * 100.0, now, _PLATEAU_GUESS_ERR_PCT)
             self._soc_pending = False
         est.update(snap, now)
         mask = self.bal.update(snap, prot, est, now)
