@@ -58,7 +58,7 @@ typecheck: $(STAMP) build/typings-rp2/.stamp build/typings-esp32/.stamp  ## pyri
 pytest: $(STAMP)  ## Host tests under CPython
 	$(BIN)/pytest -q host_tests
 
-mpytest: $(STAMP)  ## Host tests under the MicroPython unix port (heap like a board)
+mpytest: $(STAMP)  ## Host tests under the MicroPython unix port (-X heapsize=$(HEAP))
 	MICROPYPATH=$(MICROPYPATH_TEST) $(MPY) -X heapsize=$(HEAP) host_tests/run_mpy.py
 
 sim: $(STAMP)  ## Run the firmware on the virtual board (HOURS=24 SIMARGS='--scenario cell-ov')

@@ -263,12 +263,22 @@ class SocDrift(Scenario):
 
 class AgedPack(Scenario):
     name = "aged-pack"
-    doc = "cells at 80 % capacity with 1.6x resistance: SOH learns the fade"
+    doc = "80 % capacity, 1.6x resistance, cycled full/empty at 0.2 C: SOH learns the fade"
     hours = 72.0
 
     def setup(self, sim, opts):
         sim.pack.age(capacity_factor=0.8, resistance_factor=1.6)
         return {}
+
+    def load_ma(self, sim, t_ms):
+        # A capacity-test habit: 12 h cycles of 0.2 C charge (the BMS limits end it at full),
+        # a rest, 0.2 C discharge (the limits end it near empty), a rest.
+        h = (t_ms // 60000) % 720 / 60.0
+        if h < 5.5:
+            return _c(sim, 0.2)
+        if 6.0 <= h < 11.5:
+            return -_c(sim, 0.2)
+        return 0
 
 
 class InverterLost(Scenario):
