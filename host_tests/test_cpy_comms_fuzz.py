@@ -185,3 +185,57 @@ def test_can_random_frames_through_the_emulated_controller(frames):
         p.poll(bms, t)
         t += 50
     assert drv.state in (M.STATE_ACTIVE, M.STATE_WARNING, M.STATE_PASSIVE)
+
+
+class _FloodUart(FakeUart):
+    """A line that never goes quiet: always has more garbage to read."""
+
+    def __init__(self):
+        FakeUart.__init__(self)
+        self.read_total = 0
+
+    def any(self):
+        return 1000
+
+    def readinto(self, buf):
+        for i in range(len(buf)):
+            buf[i] = 0x55
+        self.read_total += len(buf)
+        return len(buf)
+
+
+class _FloodCan:
+    """A CAN controller whose receive buffers are never empty."""
+
+    def __init__(self):
+        self.received = 0
+
+    def recv_into(self, buf):
+        self.received += 1
+        return [0x305, 8]
+
+    def send(self, can_id, data, dlc):
+        return True
+
+    def init(self, *a):
+        pass
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(min_value=0, max_value=10 ** 6))
+def test_receive_paths_do_bounded_work_per_poll(t0):
+    # The control loop keeps its period when a poll can never run away: under a flood that
+    # never ends, each poll returns after a bounded amount of work (counted, not timed).
+    bms = FakeBms()
+    uart = _FloodUart()
+    srv = ModbusServer(uart, FakePin(), bms.cfg, bms.events)
+    for k in range(50):
+        before = uart.read_total
+        srv.poll(bms, t0 + k)
+        assert uart.read_total - before <= 9 * 256
+    can = _FloodCan()
+    proto = CanProtocol(can, bms.cfg, bms.events, fault_names=FAULT_NAMES)
+    for k in range(50):
+        before = can.received
+        proto.poll(bms, t0 + 20 * k)
+        assert can.received - before <= 64
