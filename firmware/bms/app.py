@@ -183,19 +183,18 @@ class Bms:
                 cfg.hw_scd_delay_us,
             )
             self.afe_ok = True
-            self._check_outer_layer(now)
+            self._check_outer_layer(now, self.afe_applied)
         except (AfeError, OSError, ValueError):
             self.afe_ok = False
             self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 1)
         self._afe_retry_ms = now + _AFE_RETRY_MS
 
-    def _check_outer_layer(self, now):
+    def _check_outer_layer(self, now, a):
         """The AFE quantises (and, with its shunt, caps) the hardware limits. Where what it
         applied is not outside the software limit, say so in the event log (config_reject
         with the field and the applied value): the hardware then acts first."""
         from bms.config import field_index
 
-        a = self.afe_applied
         cfg = self.cfg
         checks = (
             ("hw_cell_ov_mv", a["ov_mv"] <= cfg.cell_ov_mv, a["ov_mv"]),
