@@ -8,7 +8,7 @@ from testlib import raises
 
 def _rig():
     sim = Simulator(cells=4, capacity_mah=10000, seed=3)
-    afe = BQ769x0(sim.i2c, 4, shunt_uohm=500)
+    afe = BQ769x0(sim.i2c, 4, shunt_uohm=1000)
     afe.init()
     snap = Snapshot(4, 1)
     sim.advance(2500)  # first temperature conversion

@@ -61,13 +61,13 @@ class ReplayI2C:
 
 
 def main():
+    import board
     from simlib import Simulator
 
-    sim = Simulator(chemistry="lfp", cells=15, capacity_mah=100000, seed=1)
+    sim = Simulator(chemistry="lfp", cells=15, capacity_mah=100000, seed=1,
+                    shunt_uohm=board.SHUNT_UOHM)
     gc.collect()
     base = gc.mem_alloc()
-    import board
-
     from bms.app import Bms
 
     board.configure(chemistry="lfp", cells=15, capacity_mah=100000)

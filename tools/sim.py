@@ -12,6 +12,7 @@
 #   --chemistry lfp|nmc|lto  --cells N  --capacity-ah AH  --hours H  --speed max|FACTOR
 #   --scenario NAME  --list-scenarios  --seed N  --log FILE.csv  --candump FILE
 #   --summary FILE.json  --quiet  --set name=value[,name=value]  --soc PCT
+#   --flash DIR      the virtual board's flash (default: next to the log), emptied at start
 #   --rs485 TTY      the firmware's Modbus RTU server on that tty (a PTY end: tools/ptypair.py)
 #   --can-bridge TTY the CAN bus as an SLCAN adapter on that tty (python-can interface "slcan")
 # The log is CSV, one row per simulated second, first line "# config: {json}", then the
@@ -78,6 +79,7 @@ def parse_args(argv):
     p.add_argument("--rs485", default="")
     p.add_argument("--can-bridge", default="")
     p.add_argument("--set", default="")
+    p.add_argument("--flash", default="")
     return p.parse_args(argv)
 
 
@@ -110,7 +112,10 @@ def _fresh_flash(path):
 
     _mkdirs(path + "/x")
     for fn in os.listdir(path):
-        os.remove(path + "/" + fn)
+        try:
+            os.remove(path + "/" + fn)
+        except OSError:
+            pass
 
 
 def _fmt(x):
@@ -179,7 +184,10 @@ def main(argv):
         return 2
     hours = args.hours if args.hours > 0 else scen.hours
     cap_mah = int(args.capacity_ah * 1000)
+    import board  # boards/sim/board.py
+
     sim = Simulator(
+        shunt_uohm=board.SHUNT_UOHM,
         chemistry=args.chemistry,
         cells=args.cells,
         capacity_mah=cap_mah,
@@ -205,14 +213,15 @@ def main(argv):
 
         bridge = SlcanBridge(sim.canbus, args.can_bridge)
         print("CAN bus (SLCAN) on %s" % args.can_bridge)
-    import board  # boards/sim/board.py
-
     from bms.app import Bms
     from bms.config import Config
 
     board.configure(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah)
     cfg = Config(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah, **overrides)
     hw = board.open(sim)
+    # Each run has its own empty flash (a new pack; parallel runs must not share it).
+    hw.data_dir = args.flash or (args.log + ".flash" if args.log else
+                                 "build/sim/flash-%s-%d" % (scen.name, args.seed))
     _fresh_flash(hw.data_dir)
     if args.candump and sim.canbus is not None:
         _mkdirs(args.candump)

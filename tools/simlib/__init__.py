@@ -7,7 +7,7 @@
     sim.advance(250)                # steps pack + AFE in <= 250 ms steps on a 250 ms grid
 
 Simulator(chemistry="lfp", cells=4, capacity_mah=100000, seed=1, variant=None,
-          address=0x08, crc=True, shunt_uohm=500, n_temps=None, gain_uv=380,
+          address=0x08, crc=True, shunt_uohm=1000, n_temps=None, gain_uv=380,
           offset_mv=30, cc_sign=1, adc_noise_mv=0.0, heater_w=50.0, profile=None,
           pack_kwargs=None, emu_kwargs=None, **pack_options)
 
@@ -41,7 +41,7 @@ __all__ = ["Simulator", "Pack", "BQ769x0Emu", "HomeDay", "I2C", "Pin", "WDT", "S
 
 class Simulator:
     def __init__(self, chemistry="lfp", cells=4, capacity_mah=100000, seed=1, variant=None,
-                 address=0x08, crc=True, shunt_uohm=500, n_temps=None, gain_uv=380,
+                 address=0x08, crc=True, shunt_uohm=1000, n_temps=None, gain_uv=380,
                  offset_mv=30, cc_sign=1, adc_noise_mv=0.0, heater_w=50.0, profile=None,
                  pack_kwargs=None, emu_kwargs=None, can=False, **pack_options):
         self.seed = seed

@@ -268,15 +268,15 @@ class AgedPack(Scenario):
 
     def setup(self, sim, opts):
         sim.pack.age(capacity_factor=0.8, resistance_factor=1.6)
-        return {}
+        return {"max_soc_pct": 100}  # a capacity test charges to full
 
     def load_ma(self, sim, t_ms):
-        # A capacity-test habit: 12 h cycles of 0.2 C charge (the BMS limits end it at full),
-        # a rest, 0.2 C discharge (the limits end it near empty), a rest.
-        h = (t_ms // 60000) % 720 / 60.0
-        if h < 5.5:
+        # A capacity-test habit: 16 h cycles of 0.2 C charge (the BMS limits end it at full),
+        # 2 h rest, 0.2 C discharge (the limits end it near empty), 2 h rest.
+        h = (t_ms // 60000) % 960 / 60.0
+        if h < 6.0:
             return _c(sim, 0.2)
-        if 6.0 <= h < 11.5:
+        if 8.0 <= h < 14.0:
             return -_c(sim, 0.2)
         return 0
 
