@@ -84,14 +84,15 @@ def parse_args(argv):
 
 
 def _mkdirs(path):
+    """Create the parent folders of path (absolute or relative)."""
     import os
 
     parts = path.split("/")[:-1]
-    cur = ""
+    cur = "/" if path.startswith("/") else ""
     for part in parts:
-        cur = part if not cur else cur + "/" + part
-        if not cur:
+        if not part:
             continue
+        cur = cur + part if cur in ("", "/") else cur + "/" + part
         try:
             os.mkdir(cur)
         except OSError:
