@@ -47,3 +47,22 @@ def test_lost_bus_is_a_typed_error_not_a_number():
     sim.emu.lost = False
     afe.read(snap, sim.clock.now_ms() + 500)
     assert snap.errors == 0 and snap.flags & FLAG_CELLS_VALID
+
+
+def test_nothing_is_valid_before_the_first_conversion():
+    # Right after boot the AFE has not converted yet: the driver must not hand zeros (the
+    # offset alone) to protection as a pack voltage or shorted thermistors.
+    from bms.snapshot import FLAG_PACK_VALID, FLAG_TEMPS_VALID
+
+    sim = Simulator(cells=10, capacity_mah=10000, seed=4)
+    afe = BQ769x0(sim.i2c, 10, shunt_uohm=1000, n_temps=2)
+    afe.init()
+    snap = Snapshot(10, 2)
+    afe.read(snap, 0)
+    assert not snap.flags & (FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_TEMPS_VALID)
+    sim.advance(500)
+    afe.read(snap, 500)
+    assert snap.flags & FLAG_CELLS_VALID and snap.flags & FLAG_PACK_VALID
+    sim.advance(2500)
+    afe.read(snap, 3000)
+    assert snap.flags & FLAG_TEMPS_VALID and snap.temp_dc[0] != -32768

@@ -172,35 +172,56 @@ class Bms:
         try:
             self.afe.init()
             self.afe.set_fets(False, False)
+            ocd_ma = cfg.hw_ocd_ma
+            scd_ma = cfg.hw_scd_ma
+            floor_ocd, floor_scd = self.afe.current_floor_ma()
+            if ocd_ma < floor_ocd or scd_ma < floor_scd:
+                # A small pack on a large shunt: the AFE cannot trip this low. Its tightest
+                # setting is used (still the outer layer) and the event log says so below.
+                ocd_ma = max(ocd_ma, floor_ocd)
+                scd_ma = max(scd_ma, floor_scd, ocd_ma + 1)
+            # Likewise the voltage window (LTO's 2.8 V is below the lowest OV trip, ~3.1 V).
+            ov_mv = max(cfg.hw_cell_ov_mv, self.afe.ov_trip_mv(0))
+            uv_mv = min(cfg.hw_cell_uv_mv, self.afe.uv_trip_mv(0xFF))
             self.afe_applied = self.afe.configure_protection(
-                cfg.hw_cell_ov_mv,
+                ov_mv,
                 cfg.hw_cell_ov_delay_ms,
-                cfg.hw_cell_uv_mv,
+                uv_mv,
                 cfg.hw_cell_uv_delay_ms,
-                cfg.hw_ocd_ma,
+                ocd_ma,
                 cfg.hw_ocd_delay_ms,
-                cfg.hw_scd_ma,
+                scd_ma,
                 cfg.hw_scd_delay_us,
             )
             self.afe_ok = True
             self._check_outer_layer(now, self.afe_applied)
-        except (AfeError, OSError, ValueError):
+        except (AfeError, OSError):
             self.afe_ok = False
             self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 1)
+        except ValueError:
+            # A delay or threshold the chip cannot honour at all: FETs stay off, and the log
+            # says it is the configuration (kind 4), not the bus.
+            self.afe_ok = False
+            self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 4)
         self._afe_retry_ms = now + _AFE_RETRY_MS
 
     def _check_outer_layer(self, now, a):
-        """The AFE quantises (and, with its shunt, caps) the hardware limits. Where what it
-        applied is not outside the software limit, say so in the event log (config_reject
-        with the field and the applied value): the hardware then acts first."""
+        """The AFE quantises (and, with its shunt, bounds) the hardware limits. Where what it
+        applied is not outside the software limit (the hardware then acts first), or is
+        looser than configured (a small pack on a large shunt), the event log says so:
+        config_reject with the field and the applied value."""
         from bms.config import field_index
 
         cfg = self.cfg
         checks = (
-            ("hw_cell_ov_mv", a["ov_mv"] <= cfg.cell_ov_mv, a["ov_mv"]),
-            ("hw_cell_uv_mv", a["uv_mv"] >= cfg.cell_uv_mv, a["uv_mv"]),
-            ("hw_ocd_ma", a["ocd_ma"] <= cfg.dsg_oc_ma, a["ocd_ma"]),
-            ("hw_scd_ma", a["scd_ma"] <= a["ocd_ma"], a["scd_ma"]),
+            ("hw_cell_ov_mv", a["ov_mv"] <= cfg.cell_ov_mv or a["ov_mv"] > cfg.hw_cell_ov_mv,
+             a["ov_mv"]),
+            ("hw_cell_uv_mv", a["uv_mv"] >= cfg.cell_uv_mv or a["uv_mv"] < cfg.hw_cell_uv_mv,
+             a["uv_mv"]),
+            ("hw_ocd_ma", a["ocd_ma"] <= cfg.dsg_oc_ma or a["ocd_ma"] > cfg.hw_ocd_ma,
+             a["ocd_ma"]),
+            ("hw_scd_ma", a["scd_ma"] <= a["ocd_ma"] or a["scd_ma"] > cfg.hw_scd_ma,
+             a["scd_ma"]),
         )
         for name, bad, applied in checks:
             if bad:

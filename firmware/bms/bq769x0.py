@@ -42,6 +42,8 @@ TEMP_MIN_DC = const(-400)
 TEMP_MAX_DC = const(1250)
 DIE_TEMP_MIN_DC = const(-400)
 DIE_TEMP_MAX_DC = const(1500)
+# First temperature conversion after boot: up to 2 s (+3.5 %) plus one read cycle.
+_TS_FIRST_MS = const(2500)
 # Physical cell range: a used input outside it clears FLAG_CELLS_VALID.
 CELL_MIN_MV = const(500)
 CELL_MAX_MV = const(5000)
@@ -303,6 +305,7 @@ class BQ769x0:
         self._cc_half = (den // g) // 2
         self._cc_t_ms = 0
         self._cc_have = False
+        self._t_first = -1
         self._cc_age = 2  # reads since the last CC sample (>1: no valid current)
 
         # CRC seeds: CRC of the address byte alone.
@@ -476,6 +479,7 @@ class BQ769x0:
         self.set_calibration(gain, off - 256 if off & 0x80 else off)  # ADCOFFSET is signed
         self._cc_have = False
         self._cc_age = 2
+        self._t_first = -1  # time of the first read after init (temperature warm-up)
 
     def set_calibration(self, gain_uv, offset_mv):
         """Set GAIN (uV/LSB) and OFFSET (mV) and the integer factors derived from them."""
@@ -572,21 +576,37 @@ class BQ769x0:
         idx = self._cell_idx
         cells = snap.cell_mv
         flags = FLAG_CELLS_VALID | FLAG_PACK_VALID
+        converted = 0
         for i in range(self.cells):
             j = idx[i]
-            mv = ((((mb[j] & 0x3F) << 8) | mb[j + s]) * gain + 500) // 1000 + off
+            raw = ((mb[j] & 0x3F) << 8) | mb[j + s]
+            converted |= raw
+            mv = (raw * gain + 500) // 1000 + off
             if mv < CELL_MIN_MV or mv > CELL_MAX_MV:
                 flags &= ~FLAG_CELLS_VALID
             cells[i] = mv
+        if not converted:
+            # Every cell code 0: the ADC has not converted yet (just after boot or a reset of
+            # the AFE), so neither the cells nor the pack voltage (same scan) are readings.
+            flags = 0
+        if self._t_first < 0:
+            self._t_first = now_ms
         j = self._bat_idx
         snap.pack_mv = (((mb[j] << 8) | mb[j + s]) * self._gain4 + 500) // 1000 + self._pack_off
         j = self._ts_idx
         if self._ext:
             temps = snap.temp_dc
+            zero = 0
             for i in range(self.n_temps):
-                temps[i] = self.ts_to_dc(((mb[j] & 0x3F) << 8) | mb[j + s])
+                raw = ((mb[j] & 0x3F) << 8) | mb[j + s]
+                if not raw:
+                    zero += 1
+                temps[i] = self.ts_to_dc(raw)
                 j += 2 * s
-            flags |= FLAG_TEMPS_VALID
+            # The first temperature conversion comes up to 2 s after boot: until then a TS
+            # register of 0 is "not converted yet", not a shorted thermistor.
+            if not zero or now_ms - self._t_first >= _TS_FIRST_MS:
+                flags |= FLAG_TEMPS_VALID
         else:
             snap.die_temp_dc = self.die_to_dc(((mb[j] & 0x3F) << 8) | mb[j + s])
         if cc_ready:
@@ -747,6 +767,10 @@ class BQ769x0:
             if self.uv_trip_mv(reg) >= uv_mv:
                 return reg
         raise ValueError("uv_mv above the largest UV threshold")
+
+    def current_floor_ma(self):
+        """Smallest OCD and SCD thresholds this shunt allows, in mA: (ocd_ma, scd_ma)."""
+        return (self._thr_ma(_OCD_MV[0][0]), self._thr_ma(_SCD_MV[0][0]))
 
     def _thr_ma(self, mv):
         # Threshold in mA for a sense voltage in mV, nearest mA.

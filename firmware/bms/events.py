@@ -17,7 +17,7 @@ EV_WARN_CLEAR = const(6)  # a = warning bit index, b = value
 EV_LATCH = const(7)  # a = fault bit index latched, b = value
 EV_LATCH_RESET = const(8)  # a = latched mask before the reset, b = 0
 EV_AFE_STAT = const(9)  # a = SYS_STAT bits seen, b = bits cleared
-EV_AFE_ERROR = const(10)  # a = consecutive errors, b = error kind (1 bus, 2 CRC, 3 stale)
+EV_AFE_ERROR = const(10)  # a = consecutive errors, b = kind (1 bus, 2 CRC, 3 stale, 4 config)
 EV_CONFIG = const(11)  # a = config field index, b = new value (int part)
 EV_CONFIG_REJECT = const(12)  # a = config field index, b = rejected value (int part)
 EV_TASK_ERROR = const(13)  # a = task index, b = restart count
