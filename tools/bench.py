@@ -152,13 +152,13 @@ def reactions(out, seeds):
 
 
 def imbalance(out, hours=48):
-    """15 cells of 10 Ah (a BQ76940: three groups), 5 % capacity and SOC spread, a home day
+    """15 cells of 2 Ah (a BQ76940: three groups), 5 % capacity and SOC spread, a home day
     that reaches the top of charge. Balancing runs only where it helps (top of charge), so
     the figure compared with the physical bound is the bleeding time (seconds with any cell
     bleeding) until the cells are within 10 mV at the top of charge."""
     with tempfile.TemporaryDirectory() as d:
         log = os.path.join(d, "imb.csv")
-        s, p = sim(["--scenario", "imbalance", "--cells", "15", "--capacity-ah", "10",
+        s, p = sim(["--scenario", "imbalance", "--cells", "15", "--capacity-ah", "2",
                     "--soc", "80", "--hours", str(hours), "--log", log])
         if s is None:
             print("imbalance scenario failed:\n" + p.stderr[-2000:])
