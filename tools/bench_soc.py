@@ -66,8 +66,11 @@ def true_capacity_ah(rows):
 
 def run(rows, chem, cap_ah, gain, soc0, converge_s, hours_per_row=None):
     offset_ma = 50.0 * cap_ah / 100.0  # 50 mA on a 100 Ah pack
+    # The PyBaMM NMC traces charge with CC-CV to 4.2 V: configure the pack's charge voltage to
+    # match (4190 mV, the highest the protection rules allow below cell_ov_mv 4200).
+    charge_mv = 4190 if chem == "nmc" else None
     rp = replay.Replay(chem, cap_ah, initial_soc=soc0, gain=gain, offset_ma=offset_ma,
-                       noise_mv=2.0, seed=7)
+                       noise_mv=2.0, seed=7, charge_mv=charge_mv)
     sq_all = sq_conv = 0.0
     n_all = n_conv = 0
     mx_all = mx_conv = 0.0

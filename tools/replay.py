@@ -64,10 +64,16 @@ class Replay:
     """Feeds rows (dicts of floats) to an Estimator; also usable in-process (bench_soc)."""
 
     def __init__(self, chemistry, capacity_ah, cells=None, initial_soc=None, gain=1.0,
-                 offset_ma=0.0, noise_mv=0.0, seed=1, n_cells=3):
+                 offset_ma=0.0, noise_mv=0.0, seed=1, n_cells=3, charge_mv=None):
         cap = int(round(capacity_ah * 1000))
         self.n = max(3, n_cells if cells is None else cells)
         self.cfg = Config(chemistry, self.n, cap)
+        if charge_mv:
+            # The charger of the trace: "full" is its charge voltage (the estimator's full sync
+            # sits absorb_margin_mv below it, as on a pack driven by this BMS's own limits).
+            self.cfg.update({"chg_cell_mv": charge_mv, "ccl_zero_mv": charge_mv + 5,
+                             "ccl_knee_mv": charge_mv - 50, "float_cell_mv": charge_mv - 50,
+                             "soc_full_mv": charge_mv - self.cfg.absorb_margin_mv})
         self.events = EventLog(64)
         self.est = Estimator(self.cfg, self.events)
         self.snap = Snapshot(self.n, 1)
