@@ -183,7 +183,7 @@ def cell_columns(row):
 def _parse(argv):
     opts = {"chemistry": "lfp", "capacity-ah": None, "initial-soc": None, "out": None,
             "gain": "1.0", "offset-ma": "0", "noise-mv": "0", "seed": "1", "cells": None,
-            "score-from-s": "0"}
+            "score-from-s": "0", "charge-mv": None}
     path = None
     k = 0
     while k < len(argv):
@@ -209,7 +209,7 @@ def _parse(argv):
         raise SystemExit(
             "usage: replay.py TRACE.csv --capacity-ah AH [--chemistry lfp|nmc|lto] "
             "[--initial-soc PCT] [--out FILE.csv] [--gain G] [--offset-ma MA] [--noise-mv MV] "
-            "[--seed N] [--cells N] [--score-from-s S]")
+            "[--seed N] [--cells N] [--score-from-s S] [--charge-mv MV]")
     return path, opts
 
 
@@ -233,7 +233,8 @@ def main(argv):
                         cells=int(o["cells"]) if o["cells"] else None,
                         initial_soc=float(init) if init is not None else None,
                         gain=float(o["gain"]), offset_ma=float(o["offset-ma"]),
-                        noise_mv=float(o["noise-mv"]), seed=int(o["seed"]), n_cells=len(cols))
+                        noise_mv=float(o["noise-mv"]), seed=int(o["seed"]), n_cells=len(cols),
+                        charge_mv=int(o["charge-mv"]) if o["charge-mv"] else None)
             if out:
                 out.write("t_s,soc_pct,soc_err_pct,soh_pct,capacity_ah,r_mohm")
                 out.write(",soc_true_pct\n" if has_truth else "\n")
