@@ -8,13 +8,6 @@ from testlib import approx, raises
 from bms import bq769x0 as bq
 from bms.bq769x0 import (
     ATTEMPTS,
-    STAT_CC_READY,
-    STAT_OCD,
-    STAT_OV,
-    STAT_OVRD,
-    STAT_SCD,
-    STAT_UV,
-    STAT_XREADY,
     AfeBusError,
     AfeCrcError,
     AfeError,
@@ -26,8 +19,15 @@ from bms.snapshot import (
     FLAG_CURRENT_VALID,
     FLAG_PACK_VALID,
     FLAG_TEMPS_VALID,
-    TEMP_INVALID_DC,
+    STAT_CC_READY,
+    STAT_OCD,
+    STAT_OV,
+    STAT_OVRD,
+    STAT_SCD,
+    STAT_UV,
+    STAT_XREADY,
     Snapshot,
+    TEMP_INVALID_DC,
 )
 
 # DS Tables 9-2 .. 9-4 (reference 6), written out independently of the driver's rule.

@@ -5,7 +5,8 @@ import gc
 import micropython
 from fake_bq import FakeBQ
 
-from bms.bq769x0 import STAT_OV, BQ769x0
+from bms.bq769x0 import BQ769x0
+from bms.snapshot import STAT_OV
 from bms.snapshot import FLAG_CC_NEW, FLAG_CELLS_VALID, Snapshot
 
 CONFIGS = (

@@ -22,18 +22,12 @@ from bms.snapshot import (
     FLAG_CURRENT_VALID,
     FLAG_PACK_VALID,
     FLAG_TEMPS_VALID,
+    STAT_ALL,
+    STAT_CC_READY,
+    STAT_XREADY,
     TEMP_INVALID_DC,
 )
 
-# SYS_STAT bits (DS Table 8-3). All W1C; b6 is reserved.
-STAT_CC_READY = const(0x80)
-STAT_XREADY = const(0x20)
-STAT_OVRD = const(0x10)
-STAT_UV = const(0x08)
-STAT_OV = const(0x04)
-STAT_SCD = const(0x02)
-STAT_OCD = const(0x01)
-STAT_ALL = const(0xBF)  # every defined bit (reserved b6 excluded)
 
 ATTEMPTS = const(3)  # tries per transaction (the first one plus two retries)
 

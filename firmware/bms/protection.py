@@ -71,6 +71,12 @@ from bms.snapshot import (
     FLAG_CURRENT_VALID,
     FLAG_PACK_VALID,
     FLAG_TEMPS_VALID,
+    STAT_OCD,
+    STAT_OV,
+    STAT_OVRD,
+    STAT_SCD,
+    STAT_UV,
+    STAT_XREADY,
     TEMP_INVALID_DC,
 )
 
@@ -179,13 +185,6 @@ _B_SCD = const(0x80)
 _B_HW_OCD = const(0x40)
 _B_DEEP_UV = const(0x00800000)
 
-# SYS_STAT bits of the BQ769x0 (write 1 to clear).
-STAT_OCD = const(0x01)
-STAT_SCD = const(0x02)
-STAT_OV = const(0x04)
-STAT_UV = const(0x08)
-STAT_OVRD = const(0x10)
-STAT_XREADY = const(0x20)
 
 _FLAGS_ALL = const(0x0F)  # FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_CURRENT_VALID | TEMPS
 _XREADY_HOLD_MS = const(3000)  # XREADY is cleared only after it has been set this long
