@@ -30,7 +30,7 @@ from bms.limits import Limits
 from bms import protection
 from bms.protection import Protection
 from bms.snapshot import FLAG_CELLS_VALID, Snapshot
-from bms.store import Store
+from bms.store import KINDS, ST_CORRUPT, Store
 from bms.thermal import Thermal
 
 FAST_MS = const(250)
@@ -42,6 +42,10 @@ _AFE_LOST_WDT_CYCLES = const(20)
 _MAX_TASK_ERRORS = const(5)
 _PLATEAU_GUESS_ERR_PCT = 30.0
 _TASK_ERROR_WINDOW_MS = const(60000)
+
+_KIND_STATE = KINDS.index("state") + 1  # EV_STORE a values, as bms.store numbers them
+_KIND_EVENTS = KINDS.index("events") + 1
+_KIND_CONFIG = KINDS.index("config") + 1
 
 TASK_NAMES = ("measure", "control", "comms", "persist")
 TASK_MEASURE = const(0)
@@ -100,25 +104,26 @@ class Bms:
         self.bal_mask = 0
         self.bal_override = -1  # bms.balance_test(): forced mask until the given time
         self.bal_override_until = 0
-        self.cycles = 0
-        self.last_fast_ms = 0
         self.task_errors = [0, 0, 0, 0]
         self.task_error_times = []
         self.last_error = None
-        self.reset_requested = False
         self.drill = -1  # bms.drill(): index of a task that raises once at its next cycle
 
     # --- construction helpers ---------------------------------------------------------
     def _load_config(self, b):
         base = Config(chemistry=b.CHEMISTRY, cells=b.CELLS, capacity_mah=b.CAPACITY_MAH)
         saved = self.store.load("config")
+        if saved and saved.get("cells") != b.CELLS:
+            # Saved for another pack (the board file changed): its limits do not apply.
+            self.events.add(0, ev.EV_STORE, _KIND_CONFIG, ST_CORRUPT)
+            saved = None
         if saved:
             try:
                 base.update(saved)
             except (ConfigError, TypeError, ValueError):
                 # A stored configuration that no longer validates (e.g. after an update
                 # narrowed a range): keep the board defaults, and say so in the log.
-                self.events.add(0, ev.EV_STORE, 3, 4)
+                self.events.add(0, ev.EV_STORE, _KIND_CONFIG, ST_CORRUPT)
         return base
 
     def _open_comms(self, hw, cfg):
@@ -148,14 +153,14 @@ class Bms:
                 self._soc_pending = "est" not in state
                 self.limits_restore(state.get("limits", {}))
             except (ValueError, TypeError, KeyError, AttributeError):
-                self.events.add(now, ev.EV_STORE, 2, 4)
+                self.events.add(now, ev.EV_STORE, _KIND_STATE, ST_CORRUPT)
         self.boots = boots
         saved_events = store.load("events", now)
         if saved_events:
             try:
                 self.events.load_list(saved_events.get("log", []))
             except (ValueError, TypeError):
-                self.events.add(now, ev.EV_STORE, 3, 4)
+                self.events.add(now, ev.EV_STORE, _KIND_EVENTS, ST_CORRUPT)
         self.events.add(now, ev.EV_BOOT, self.hw.reset_cause, boots)
         self._afe_start(now)
         if self.can is not None:
@@ -282,8 +287,6 @@ class Bms:
             elif ok and self.alert_forced:
                 override(False)
                 self.alert_forced = False
-        self.cycles += 1
-        self.last_fast_ms = now
         return snap.errors < _AFE_LOST_WDT_CYCLES
 
     def slow_cycle(self, now):
@@ -376,7 +379,6 @@ class Bms:
         while times and now - times[0] > _TASK_ERROR_WINDOW_MS:
             times.pop(0)
         if len(times) > _MAX_TASK_ERRORS:
-            self.reset_requested = True
             self.events.add(now, ev.EV_RESET_REQ, 1, 0)
             return True
         return False
