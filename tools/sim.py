@@ -199,6 +199,9 @@ def main(argv):
     overrides = scen.setup(sim, args) or {}
     for item in args.set.split(","):
         if item:
+            if "=" not in item:
+                print("--set wants name=value[,name=value], got %r" % item)
+                return 2
             k, v = item.split("=", 1)
             overrides[k.strip()] = v.strip() if not _isint(v.strip()) else int(v.strip())
     if args.rs485:
@@ -215,10 +218,15 @@ def main(argv):
         bridge = SlcanBridge(sim.canbus, args.can_bridge)
         print("CAN bus (SLCAN) on %s" % args.can_bridge)
     from bms.app import Bms
-    from bms.config import Config
+    from bms.config import Config, ConfigError
 
     board.configure(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah)
-    cfg = Config(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah, **overrides)
+    try:
+        cfg = Config(chemistry=args.chemistry, cells=args.cells, capacity_mah=cap_mah,
+                     **overrides)
+    except ConfigError as e:  # the same validation as every other configuration path
+        print("configuration refused: %s" % e)
+        return 2
     hw = board.open(sim)
     # Each run has its own empty flash (a new pack; parallel runs must not share it).
     hw.data_dir = args.flash or (args.log + ".flash" if args.log else
