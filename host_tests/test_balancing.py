@@ -245,3 +245,16 @@ def test_custom_group_map():
     b = Balancer(cfg, 6, (0, 0, 0, 1, 1, 1))
     assert bits(b.select([3500] * 6, 3400)) == [1, 3, 4, 6]
     raises(ValueError, Balancer, cfg, 6, (0, 0, 0))
+
+
+def test_plateau_cells_are_not_bled_even_a_few_mv_above_the_lowest():
+    """LFP at the top: cell 1 on the knee, the others on the plateau where 8 mV say nothing
+    about their charge. Only the knee cell bleeds; the plateau cells take the charger's
+    current and catch up."""
+    cfg = Config("lfp", 5, 100000)
+    cells = [3460, 3352, 3348, 3356, 3350]
+    m = Balancer(cfg).update(make_snap(cells), Prot(), Est(), 0)
+    assert m == 0b00001
+    # once cell 4 reaches the knee it bleeds too (not adjacent to cell 1)
+    cells = [3460, 3352, 3348, cfg.bal_min_cell_mv + 5, 3350]
+    assert Balancer(cfg).update(make_snap(cells), Prot(), Est(), 0) == 0b01001

@@ -142,6 +142,7 @@ def test_limits_properties(sc):
         for i in range(n):
             if m >> i & 1:
                 assert s.cell_mv[i] > s.cell_min_mv + cfg.bal_stop_mv
+                assert s.cell_mv[i] >= cfg.bal_min_cell_mv
 
 
 @settings(max_examples=300, deadline=None)
@@ -163,10 +164,11 @@ def test_balancer_mask_always_legal_and_maximal(n, cell_sets, budget):
         assert mask_ok(m, bal.groups)
         if m and budget >= 15 * 3600 * 3600 // cfg.bal_r_mohm:
             # with power to spare the selection is maximal: every other candidate has a
-            # bleeding neighbour in its group
+            # bleeding neighbour in its group (candidates: above min + bal_stop_mv and on the
+            # upper knee, at or above bal_min_cell_mv)
             floor = s.cell_min_mv + cfg.bal_stop_mv
             for i in range(n):
-                if m >> i & 1 or s.cell_mv[i] <= floor:
+                if m >> i & 1 or s.cell_mv[i] <= floor or s.cell_mv[i] < cfg.bal_min_cell_mv:
                     continue
                 g = bal.groups
                 left = i > 0 and g[i - 1] == g[i] and m >> (i - 1) & 1

@@ -373,3 +373,24 @@ def test_max_current_kept_inside_the_over_current_warning():
     lim = step(Limits(cfg), [3300] * 4, 0)
     assert lim.ccl_ma == 30000 * 85 // 100 and lim.dcl_ma == 60000 * 85 // 100
     assert step(Limits(cfg4()), [3300] * 4, 0).ccl_ma == 40000  # default 0.4 C is inside
+
+
+def test_absorption_goes_on_while_the_balancer_bleeds():
+    cfg = cfg4()
+    cells = [3450, 3450, 3450, 3400]
+    lim = step(Limits(cfg), cells, 0, est=Est(98.0), current_ma=100)
+    assert lim.mode == MODE_ABSORPTION
+    lim.bal_active = True
+    step(lim, cells, cfg.absorb_max_ms, est=Est(98.0), current_ma=100)
+    assert lim.mode == MODE_ABSORPTION  # held at the top for the low cell
+    step(lim, cells, cfg.absorb_bal_max_ms - 1000, est=Est(98.0), current_ma=100)
+    assert lim.mode == MODE_ABSORPTION
+    step(lim, cells, cfg.absorb_bal_max_ms, est=Est(98.0), current_ma=100)
+    assert lim.mode == MODE_FLOAT and lim.full_seq == 0  # the longer limit ends it too
+    # without balancing the normal limit applies
+    lim = step(Limits(cfg), cells, 0, est=Est(98.0), current_ma=100)
+    lim.bal_active = True
+    step(lim, cells, 1000, est=Est(98.0), current_ma=100)
+    lim.bal_active = False
+    step(lim, cells, cfg.absorb_max_ms, est=Est(98.0), current_ma=100)
+    assert lim.mode == MODE_FLOAT

@@ -10,7 +10,9 @@ Figures:
   reaction_ms             per protection scenario: simulated reaction time (mean and worst
                           over seeds) against the configured delay
   imbalance_*             balancing: time to get within 10 mV at the top of charge, the
-                          physical lower bound and the mean number of cells bled in parallel
+                          physical lower bounds (all cells at once; no two adjacent cells
+                          of a group at once, as the BQ769x0 demands) and the mean number
+                          of cells bled in parallel
 Options: --quick (fewer seeds, no heap bisection), --only NAME[,NAME] (sections).
 """
 
@@ -151,11 +153,13 @@ def reactions(out, seeds):
     out["reaction_ms"] = table
 
 
-def imbalance(out, hours=96):
-    """15 cells of 2 Ah (a BQ76940: three groups), 5 % capacity and SOC spread, a home day
-    that reaches the top of charge. Balancing runs only where it helps (top of charge), so
-    the figure compared with the physical bound is the bleeding time (seconds with any cell
-    bleeding) until the cells are within 10 mV at the top of charge."""
+def imbalance(out, hours=24):
+    """15 cells of 2 Ah (a BQ76940: three groups of five), 5 % capacity and SOC spread, on a
+    charger that obeys the limits (scenario `imbalance`). Measured: the time from the first
+    moment at the top of charge (highest cell at bal_min_cell_mv) until every cell is within
+    10 mV there, against the physical lower bounds from the charge that must be bled and the
+    bleed current (tools/sim.py: all cells at once, and as the chip allows: no two adjacent
+    cells of one group at once), and the mean number of cells bled in parallel."""
     with tempfile.TemporaryDirectory() as d:
         log = os.path.join(d, "imb.csv")
         s, p = sim(["--scenario", "imbalance", "--cells", "15", "--capacity-ah", "2",
@@ -171,6 +175,7 @@ def imbalance(out, hours=96):
     top = cfg.get("bal_min_cell_mv", 3400)
     bleed_s = 0
     parallel = 0
+    t_top = None
     t_conv = None
     bleed_conv = None
     for r in rows:
@@ -179,22 +184,34 @@ def imbalance(out, hours=96):
             bleed_s += 1
             parallel += bin(m).count("1")
         vs = [int(r[c]) for c in cells]
+        if t_top is None and max(vs) >= top:
+            t_top = int(r["t_s"])
         if bleed_s and max(vs) >= top and max(vs) - min(vs) <= 10 and t_conv is None:
             t_conv = int(r["t_s"])
             bleed_conv = bleed_s
-    bound_s = s.get("bleed", {}).get("lower_bound_s")
+    b = s.get("bleed", {})
+    bound_s = b.get("lower_bound_s")
+    bound_adj_s = b.get("lower_bound_adj_s")
+    at_top_s = t_conv - t_top if t_conv is not None and t_top is not None else None
+
+    def ratio(x, y):
+        return round(x / y, 2) if x and y and y > 0 else None
+
+    out["imbalance_time_to_10mv_s"] = at_top_s
     out["imbalance_bleed_time_to_10mv_s"] = bleed_conv
-    out["imbalance_time_to_10mv_s"] = t_conv
     out["imbalance_lower_bound_s"] = bound_s
-    out["imbalance_vs_bound"] = (round(bleed_conv / bound_s, 2)
-                                 if bleed_conv and bound_s else None)
+    out["imbalance_lower_bound_adj_s"] = bound_adj_s
+    out["imbalance_vs_bound"] = ratio(at_top_s, bound_s)
+    out["imbalance_vs_bound_adj"] = ratio(at_top_s, bound_adj_s)
     out["imbalance_mean_cells_parallel"] = round(parallel / bleed_s, 2) if bleed_s else 0.0
-    print("imbalance (15 x 2 Ah, 5 %% spread, %d h): within 10 mV at the top after %s s of "
-          "bleeding (%s s simulated); lower bound %s s (ratio %s, target <= 1.5); "
-          "mean %.2f cells bled in parallel; %d s of bleeding in all" % (
-              hours, bleed_conv, t_conv, bound_s, out["imbalance_vs_bound"],
-              out["imbalance_mean_cells_parallel"], bleed_s))
     out["imbalance_bleed_total_s"] = bleed_s
+    print("imbalance (15 x 2 Ah, 5 %% spread, on a charger): within 10 mV at the top %s s after "
+          "first reaching it (%s s of bleeding)" % (at_top_s, bleed_conv))
+    print("  lower bound, all cells at once:       %s s (%s mAh at %s mA), ratio %s" % (
+        bound_s, b.get("max_bleed_mah"), b.get("bleed_ma"), out["imbalance_vs_bound"]))
+    print("  lower bound, no two adjacent at once: %s s (%s mAh), ratio %s (target <= 1.5)" % (
+        bound_adj_s, b.get("max_pair_bleed_mah"), out["imbalance_vs_bound_adj"]))
+    print("  mean %.2f cells bled in parallel" % out["imbalance_mean_cells_parallel"])
 
 
 def main(argv=None):

@@ -237,7 +237,7 @@ def main(argv):
         sim.canbus.log_file = open(args.candump, "w")
     bms = Bms(hw, cfg)
     bms.boot()
-    bleed = _bleed_bound(sim)
+    bleed = _bleed_bound(sim, cfg)
     watch = Watch(scen.watch, cfg) if scen.watch else None
 
     log = None
@@ -316,20 +316,36 @@ def main(argv):
     return 0
 
 
-def _bleed_bound(sim):
-    """Physical lower bound of top balancing from the pack's initial state: every cell must
-    lose the charge it holds above the cell that is furthest from full, bled at the AFE's
-    bleed current (V / R at the 70 % duty of the BQ769x0), all cells at once."""
+def _bleed_bound(sim, cfg):
+    """Physical lower bounds of top balancing from the pack's initial state.
+
+    Every cell must lose the charge it holds above the cell that is furthest from full
+    (charging adds to all cells alike, only bleeding changes the differences), at the AFE's
+    bleed current: V / R at the 70 % duty of the BQ769x0, V taken at the charge voltage
+    (balancing happens at the top; the highest V gives the shortest, i.e. safe, bound).
+    lower_bound_s: all cells at once. lower_bound_adj_s: as the chip allows, no two adjacent
+    cells of one group at once; two neighbours must then bleed one after the other, so their
+    sum counts (for cells in a row this pairwise bound is also what a schedule can reach)."""
+    from bms.balancing import group_of_cell
+
     p = sim.pack
-    missing = [(1.0 - p.soc[i]) * p.cap_mah[i] for i in range(p.cells)]
+    n = p.cells
+    missing = [(1.0 - p.soc[i]) * p.cap_mah[i] for i in range(n)]
     worst = max(missing)
     excess = [worst - m for m in missing]
-    v = p.pack_mv() / p.cells / 1000.0
+    groups = group_of_cell(n)
+    pair = max(excess)
+    for i in range(n - 1):
+        if groups[i] == groups[i + 1] and excess[i] + excess[i + 1] > pair:
+            pair = excess[i] + excess[i + 1]
+    v = cfg.chg_cell_mv / 1000.0
     bleed_ma = v / p.bleed_ohm * 1000.0 * p.bleed_duty
     return {
         "max_bleed_mah": round(max(excess), 1),
+        "max_pair_bleed_mah": round(pair, 1),
         "bleed_ma": round(bleed_ma, 1),
         "lower_bound_s": int(max(excess) / bleed_ma * 3600) if bleed_ma > 0 else -1,
+        "lower_bound_adj_s": int(pair / bleed_ma * 3600) if bleed_ma > 0 else -1,
     }
 
 

@@ -319,6 +319,7 @@ class Bms:
             except (AfeError, ValueError):
                 self.bal_mask = -1  # unknown: rewrite next time
         self.thermal.update(snap, now, self.limits.charge_wanted)
+        self.limits.bal_active = self.bal.active and self.bal_mask > 0
         self.limits.update(snap, prot, est, now)
         hw = self.hw
         if hw.heater is not None:

@@ -10,10 +10,13 @@
 # that are neighbours in cell order are treated as adjacent even when a shorted input lies
 # between them (they then share a node); this is the conservative reading.
 #
-# Selection: every bal_period_ms the cells above min + bal_stop_mv are taken greedily, highest
-# first, skipping a cell whose neighbour in the same group is already taken, until the bleed
-# power budget (bal_max_mw, each cell V^2/bal_r_mohm) is used. A cell that bled in the last
-# period ranks bal_swap_mv lower, so two adjacent high cells take turns.
+# Selection: every bal_period_ms the cells above min + bal_stop_mv and at or above
+# bal_min_cell_mv are taken greedily, highest first, skipping a cell whose neighbour in the
+# same group is already taken, until the bleed power budget (bal_max_mw, each cell
+# V^2/bal_r_mohm) is used. A cell that bled in the last period ranks bal_swap_mv lower, so two
+# adjacent high cells take turns. Cells below bal_min_cell_mv are never chosen: on the LFP
+# plateau a few mV say nothing about a cell's charge; they catch up from the charger while
+# the knee cells bleed (limits.py keeps absorption going while the balancer bleeds).
 #
 # Gates (all must hold, else mask 0 and the run ends): bal_enable, fresh valid cell data,
 # no protection fault or latch, highest cell >= bal_min_cell_mv (the upper knee where the
@@ -127,7 +130,10 @@ class Balancer:
             return self._stop("balanced")
         if self.active and self.mask and now_ms - self._t_sel < cfg.bal_period_ms:
             # keep the selection until the next period, minus cells that fell to the bottom
+            # or off the knee
             floor = lo + cfg.bal_stop_mv
+            if floor < cfg.bal_min_cell_mv - 1:
+                floor = cfg.bal_min_cell_mv - 1
             m = self.mask
             for i in range(n):
                 if m >> i & 1 and cells[i] <= floor:
@@ -146,6 +152,11 @@ class Balancer:
         cfg = self.cfg
         prev = self.mask
         floor = lo + cfg.bal_stop_mv
+        # Only cells on the upper knee: below it (the LFP plateau) a few mV say nothing about
+        # which cell holds more charge, and bleeding a low cell only delays the balance.
+        knee = cfg.bal_min_cell_mv - 1
+        if floor < knee:
+            floor = knee
         budget = cfg.bal_max_mw
         r = cfg.bal_r_mohm
         taken = 0

@@ -132,7 +132,8 @@ FIELDS = (
     ("absorb_spread_mv", 1, 500),  # absorption settles only with max - min cell <= this
     ("tail_ma", 0, 1000000),  # absorption settles only with the current <= this
     ("absorb_ms", 0, 86400000),  # settled this long -> float (full charge done)
-    ("absorb_max_ms", 0, 86400000),  # absorption ends after this long in any case
+    ("absorb_max_ms", 0, 86400000),  # absorption ends after this long in any case...
+    ("absorb_bal_max_ms", 0, 172800000),  # ...or this long while the balancer bleeds
     ("float_ramp_ms", 0, 86400000),  # CVL moves from charge to float voltage over this time
     ("rebulk_soc_pct", 0, 100),  # float -> bulk below this SOC
     ("max_soc_pct", 20, 100),  # daily SOC cap (CCL 0 above it); 100 = no cap
@@ -219,6 +220,7 @@ RULES = (
     ("dcl_cold_full_dc", "<=", "dcl_hot_start_dc", "dcl_cold_full_dc <= dcl_hot_start_dc"),
     ("dcl_hot_start_dc", "<", "dsg_temp_max_dc", "dcl_hot_start_dc < dsg_temp_max_dc"),
     ("absorb_ms", "<=", "absorb_max_ms", "absorb_ms <= absorb_max_ms"),
+    ("absorb_max_ms", "<=", "absorb_bal_max_ms", "absorb_max_ms <= absorb_bal_max_ms"),
     ("force_charge_soc_pct", "<", "storage_soc_pct", "force_charge_soc_pct < storage_soc_pct"),
     ("heater_on_dc", "<", "heater_off_dc", "heater_on_dc < heater_off_dc"),
     ("fan_off_dc", "<", "fan_on_dc", "fan_off_dc < fan_on_dc"),
@@ -409,6 +411,7 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         "tail_ma": c // 50,  # 0.02 C
         "absorb_ms": 1800000,  # 30 min
         "absorb_max_ms": 14400000,  # 4 h
+        "absorb_bal_max_ms": 43200000,  # 12 h
         "float_ramp_ms": 600000,  # 10 min
         "rebulk_soc_pct": 80,
         "max_soc_pct": 90,

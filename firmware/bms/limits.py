@@ -122,6 +122,7 @@ class Limits:
         self._cap_hold = False
         self._dsg_hold = False
         self._cold = False
+        self.bal_active = False  # the balancer is bleeding (app sets it before update())
 
     def mode_name(self):
         return MODE_NAMES[self.mode]
@@ -174,7 +175,10 @@ class Limits:
             elif self._t_settle is None:
                 self._t_settle = now_ms
             settled = self._t_settle is not None and now_ms - self._t_settle >= cfg.absorb_ms
-            if settled or now_ms - self._t_abs >= cfg.absorb_max_ms:
+            # While the balancer bleeds, absorption goes on (up to absorb_bal_max_ms): held at
+            # the top, the charger feeds the low cells while the high ones bleed.
+            lim_ms = cfg.absorb_bal_max_ms if self.bal_active else cfg.absorb_max_ms
+            if settled or now_ms - self._t_abs >= lim_ms:
                 self.mode = MODE_FLOAT
                 self._t_float = now_ms
                 self._full_done(settled)
