@@ -790,3 +790,25 @@ def test_detect():
     fake.nack_reads = 1
     assert bq.detect(fake) is None
     assert bq.detect(fake) == (0x08, True)
+
+
+def test_set_fets_keeps_a_fet_off_while_its_trip_is_reported():
+    """A trip that lands after this cycle's read is not switched back on by the next write:
+    set_fets() reads SYS_STAT right before it writes."""
+    fake, drv, snap = make(5)
+    fill_cells(fake, drv)
+    fake.regs[0] = 0x04  # OV: the chip has opened CHG
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x42  # DSG on, CHG kept off
+    fake.regs[0] = 0x02  # SCD: DSG off, CHG allowed
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x41
+    fake.regs[0] = 0x20  # XREADY: both stay off
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x40
+    fake.regs[0] = 0x80  # CC_READY is no trip
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x43
+    fake.regs[0] = 0x00  # protection cleared the bits: both on
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x43

@@ -24,6 +24,11 @@ from bms.snapshot import (
     FLAG_TEMPS_VALID,
     STAT_ALL,
     STAT_CC_READY,
+    STAT_OCD,
+    STAT_OV,
+    STAT_OVRD,
+    STAT_SCD,
+    STAT_UV,
     STAT_XREADY,
     TEMP_INVALID_DC,
 )
@@ -63,6 +68,8 @@ _DELAY_DIS = const(0x80)
 _CC_EN = const(0x40)
 _DSG_ON = const(0x02)
 _CHG_ON = const(0x01)
+_STAT_CHG_OFF = STAT_OV | STAT_XREADY | STAT_OVRD  # trips that clear CHG_ON
+_STAT_DSG_OFF = STAT_UV | STAT_OCD | STAT_SCD | STAT_XREADY | STAT_OVRD  # ... DSG_ON
 _RSNS = const(0x80)
 
 _CC_NV_PER_LSB = const(8440)  # 8.44 uV per CC LSB, in nV
@@ -667,6 +674,9 @@ class BQ769x0:
     def set_fets(self, chg, dsg):
         """Command the CHG/DSG FET drivers: read-modify-write of SYS_CTRL2.
 
+        A FET stays off while SYS_STAT still reports a trip that opened it (OV, XREADY,
+        OVRD_ALERT for CHG; UV, OCD, SCD, XREADY, OVRD_ALERT for DSG).
+
         Keeps DELAY_DIS as read, forces CC_EN = 1, writes reserved bits and CC_ONESHOT as 0.
         Opening both FETs needs no read first: it must work even when reads fail (a noisy
         bus that corrupts read CRCs may still carry a write), and clears DELAY_DIS."""
@@ -675,6 +685,16 @@ class BQ769x0:
         if not chg and not dsg:
             self._write(_SYS_CTRL2, _CC_EN)
             return
+        # A trip the chip reports (its SYS_STAT bit still set) keeps its FET off: protection
+        # clears the bit when it has handled it, before it asks for the FET again. Read
+        # here, just before the write, a trip that came after this cycle's measurement is
+        # never switched back on (the window shrinks from a cycle to one I2C transfer).
+        self._read_regs(_SYS_STAT, 1)
+        stat = self._rbuf[0]
+        if stat & _STAT_CHG_OFF:
+            chg = False
+        if stat & _STAT_DSG_OFF:
+            dsg = False
         self._read_regs(_SYS_CTRL2, 1)
         v = self._rbuf[0] & _DELAY_DIS
         if chg:
