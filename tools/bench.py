@@ -197,7 +197,8 @@ def imbalance(out, hours=24):
     def ratio(x, y):
         return round(x / y, 2) if x and y and y > 0 else None
 
-    out["imbalance_time_to_10mv_s"] = at_top_s
+    out["imbalance_time_to_10mv_s"] = t_conv
+    out["imbalance_top_to_10mv_s"] = at_top_s
     out["imbalance_bleed_time_to_10mv_s"] = bleed_conv
     out["imbalance_lower_bound_s"] = bound_s
     out["imbalance_lower_bound_adj_s"] = bound_adj_s
@@ -206,7 +207,7 @@ def imbalance(out, hours=24):
     out["imbalance_mean_cells_parallel"] = round(parallel / bleed_s, 2) if bleed_s else 0.0
     out["imbalance_bleed_total_s"] = bleed_s
     print("imbalance (15 x 2 Ah, 5 %% spread, on a charger): within 10 mV at the top %s s after "
-          "first reaching it (%s s of bleeding)" % (at_top_s, bleed_conv))
+          "first reaching it (%s s of bleeding, %s s simulated)" % (at_top_s, bleed_conv, t_conv))
     print("  lower bound, all cells at once:       %s s (%s mAh at %s mA), ratio %s" % (
         bound_s, b.get("max_bleed_mah"), b.get("bleed_ma"), out["imbalance_vs_bound"]))
     print("  lower bound, no two adjacent at once: %s s (%s mAh), ratio %s (target <= 1.5)" % (

@@ -131,9 +131,7 @@ class Balancer:
         if self.active and self.mask and now_ms - self._t_sel < cfg.bal_period_ms:
             # keep the selection until the next period, minus cells that fell to the bottom
             # or off the knee
-            floor = lo + cfg.bal_stop_mv
-            if floor < cfg.bal_min_cell_mv - 1:
-                floor = cfg.bal_min_cell_mv - 1
+            floor = self._floor(lo)
             m = self.mask
             for i in range(n):
                 if m >> i & 1 and cells[i] <= floor:
@@ -147,16 +145,20 @@ class Balancer:
         self.mask = self.select(cells, lo)
         return self.mask
 
+    def _floor(self, lo):
+        """A cell bleeds only above this: min + bal_stop_mv, and on the upper knee (at or
+        above bal_min_cell_mv). Below the knee (the LFP plateau) a few mV say nothing about
+        which cell holds more charge, and bleeding a low cell only delays the balance."""
+        cfg = self.cfg
+        floor = lo + cfg.bal_stop_mv
+        knee = cfg.bal_min_cell_mv - 1
+        return floor if floor > knee else knee
+
     def select(self, cells, lo):
         """The bleed mask for these cell voltages (no gates): greedy, highest first."""
         cfg = self.cfg
         prev = self.mask
-        floor = lo + cfg.bal_stop_mv
-        # Only cells on the upper knee: below it (the LFP plateau) a few mV say nothing about
-        # which cell holds more charge, and bleeding a low cell only delays the balance.
-        knee = cfg.bal_min_cell_mv - 1
-        if floor < knee:
-            floor = knee
+        floor = self._floor(lo)
         budget = cfg.bal_max_mw
         r = cfg.bal_r_mohm
         taken = 0
