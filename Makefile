@@ -58,8 +58,16 @@ typecheck: $(STAMP) build/typings-rp2/.stamp build/typings-esp32/.stamp  ## pyri
 pytest: $(STAMP)  ## Host tests under CPython
 	$(BIN)/pytest -q host_tests
 
+# The littlefs power-cut test runs in its own VM: now and then (a few % of runs) the unix
+# port crashes with SIGSEGV in a littlefs file finaliser left from a failed open/close at a
+# simulated power cut (inside lfs2_file_close, not our code). Only that crash (exit 139)
+# gets one more run; a failed assertion fails at once.
 mpytest: $(STAMP)  ## Host tests under the MicroPython unix port (-X heapsize=$(HEAP))
-	MICROPYPATH=$(MICROPYPATH_TEST) $(MPY) -X heapsize=$(HEAP) host_tests/run_mpy.py
+	MICROPYPATH=$(MICROPYPATH_TEST) $(MPY) -X heapsize=$(HEAP) host_tests/run_mpy.py -store_powercut
+	@MPT="MICROPYPATH=$(MICROPYPATH_TEST) $(MPY) -X heapsize=$(HEAP) host_tests/run_mpy.py store_powercut"; \
+	echo "$$MPT"; env $$MPT; rc=$$?; \
+	if [ $$rc -eq 139 ]; then echo "micropython VM crashed (SIGSEGV, see Makefile): one more run"; \
+	env $$MPT; rc=$$?; fi; exit $$rc
 
 sim: $(STAMP)  ## Run the firmware on the virtual board (HOURS=24 SIMARGS='--scenario cell-ov')
 	MICROPYPATH=$(MICROPYPATH_SIM) $(MPY) -X heapsize=$(HEAP) tools/sim.py --hours $(HOURS) \

@@ -1,19 +1,22 @@
 # Runs the host tests under the MicroPython unix port.
 #
 #   MICROPYPATH=host_tests:host_tests/fakes:firmware:tools:.:.frozen \
-#       micropython host_tests/run_mpy.py [name ...]
+#       micropython host_tests/run_mpy.py [name ...] [-name ...]
 #
 # Every host_tests/test_*.py runs here except test_cpy_*.py (CPython only: hypothesis,
 # cantools, pymodbus...). test_mpy_*.py run only here. Each test_* function is called
 # with no arguments. Prints one line per failure with its traceback and ends with
 # "N passed, M failed"; the exit status is the number of failures (an int, capped at 100).
+# A name selects the test modules containing it; -name leaves them out.
 import gc
 import os
 import sys
 import time
 
 
-def _modules(selected):
+def _modules(args):
+    selected = [a for a in args if not a.startswith("-")]
+    excluded = [a[1:] for a in args if a.startswith("-")]
     names = []
     for fn in sorted(os.listdir("host_tests")):
         if not (fn.startswith("test_") and fn.endswith(".py")):
@@ -22,6 +25,8 @@ def _modules(selected):
             continue
         mod = fn[:-3]
         if selected and not any(s in mod for s in selected):
+            continue
+        if any(x in mod for x in excluded):
             continue
         names.append(mod)
     return names
