@@ -30,6 +30,7 @@ from bms.limits import Limits
 from bms import protection
 from bms.protection import Protection
 from bms.snapshot import FLAG_CELLS_VALID, Snapshot
+from bms.status import Status
 from bms.store import KINDS, ST_CORRUPT, Store
 from bms.thermal import Thermal
 
@@ -67,6 +68,7 @@ class Bms:
             cfg = self._load_config(b)
         self.cfg = cfg
         self.snap = Snapshot(b.CELLS, b.N_TEMPS)
+        self.status = Status(b.CELLS, b.N_TEMPS)  # what the outside world is told
         self.afe = BQ769x0(
             hw.i2c,
             b.CELLS,
@@ -287,6 +289,7 @@ class Bms:
             elif ok and self.alert_forced:
                 override(False)
                 self.alert_forced = False
+        self.status.fill_fast(self, now)
         return snap.errors < _AFE_LOST_WDT_CYCLES
 
     def slow_cycle(self, now):
@@ -326,6 +329,7 @@ class Bms:
             hw.heater.value(1 if self.thermal.heater else 0)
         if hw.fan is not None:
             hw.fan.value(1 if self.thermal.fan else 0)
+        self.status.fill_slow(self, now)
 
     def comms_cycle(self, now):
         self._drill(TASK_COMMS)
