@@ -237,7 +237,7 @@ def main(argv):
         sim.canbus.log_file = open(args.candump, "w")
     bms = Bms(hw, cfg)
     bms.boot()
-    bleed = _bleed_bound(sim, cfg)
+    bleed = _bleed_bound(sim, cfg, bms.afe.cell_groups)
     watch = Watch(scen.watch, cfg) if scen.watch else None
 
     log = None
@@ -258,6 +258,12 @@ def main(argv):
     wall0 = time.ticks_ms()
     t = 0
     stats = {"err2": 0.0, "n": 0, "err_max": 0.0, "faults_seen": 0, "states": {}}
+    # Safety judged on the simulator's truth at every 250 ms step (summary "truth"):
+    # charge current into a pack below the charge minimum, any cell above the hardware OV
+    # limit, and a FET on while the AFE does not hold its configuration (scenarios that
+    # reset or upset it set sim.afe_unconfigured).
+    truth = {"chg_below_min_ms": 0, "cell_above_hw_ov_ms": 0, "fet_on_unconfigured_ms": 0}
+    stats["truth"] = truth
     soc0 = None
     while t < end_ms:
         # --- the world: load, inverter, faults ------------------------------------------
@@ -277,6 +283,13 @@ def main(argv):
             if now % 10000 == 0:
                 bms.persist_cycle(now)
         t = now
+        pk = sim.pack
+        if pk.current_ma > 0 and pk.temp_c * 10 < cfg.chg_temp_min_dc:
+            truth["chg_below_min_ms"] += 250
+        if sim.true_cell_max_mv() > cfg.hw_cell_ov_mv:
+            truth["cell_above_hw_ov_ms"] += 250
+        if getattr(sim, "afe_unconfigured", False) and (sim.fet_on("chg") or sim.fet_on("dsg")):
+            truth["fet_on_unconfigured_ms"] += 250
         if bridge is not None:
             bridge.poll()
         if speed > 0:
@@ -316,7 +329,7 @@ def main(argv):
     return 0
 
 
-def _bleed_bound(sim, cfg):
+def _bleed_bound(sim, cfg, bms_groups):
     """Physical lower bounds of top balancing from the pack's initial state.
 
     Every cell must lose the charge it holds above the cell that is furthest from full
@@ -326,14 +339,12 @@ def _bleed_bound(sim, cfg):
     lower_bound_s: all cells at once. lower_bound_adj_s: as the chip allows, no two adjacent
     cells of one group at once; two neighbours must then bleed one after the other, so their
     sum counts (for cells in a row this pairwise bound is also what a schedule can reach)."""
-    from bms.balancing import group_of_cell
-
     p = sim.pack
     n = p.cells
     missing = [(1.0 - p.soc[i]) * p.cap_mah[i] for i in range(n)]
     worst = max(missing)
     excess = [worst - m for m in missing]
-    groups = group_of_cell(n)
+    groups = bms_groups
     pair = max(excess)
     for i in range(n - 1):
         if groups[i] == groups[i + 1] and excess[i] + excess[i + 1] > pair:
@@ -441,6 +452,7 @@ def _summary(args, scen, sim, bms, stats, soc0, t, wall_ms, watch, fault_names):
         "events": bms.events.total,
         "afe_errors": bms.snap.error_total,
         "hw_violations": sim.emu.violations,
+        "truth": stats["truth"],
         "log": args.log,
         "candump": args.candump,
     }
@@ -479,6 +491,12 @@ def _print_summary(s):
     print("faults seen: %s" % (s["faults_seen"] or "none"))
     print("time in state: %s" % ", ".join("%s %d s" % kv for kv in s["state_seconds"].items()))
     print("events logged: %d, AFE read errors: %d" % (s["events"], s["afe_errors"]))
+    tr = s.get("truth")
+    if tr:
+        print("truth: charging below the charge minimum %d ms, a cell above the hardware OV "
+              "limit %d ms, a FET on while the AFE was unconfigured %d ms"
+              % (tr["chg_below_min_ms"], tr["cell_above_hw_ov_ms"],
+                 tr["fet_on_unconfigured_ms"]))
     w = s.get("watch")
     if w:
         print(

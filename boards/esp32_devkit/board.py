@@ -57,10 +57,15 @@ def open():
     import machine
     import time
 
-    boot = machine.Pin(BOOT_PIN, machine.Pin.OUT, value=1)
-    time.sleep_ms(5)
-    boot.init(machine.Pin.IN)  # release TS1 so it does not skew the thermistor
-    time.sleep_ms(10)
+    def afe_wake():
+        # TS1 high for 5 ms boots the AFE from SHIP (also after a power-on reset of the chip);
+        # then released so it does not skew the thermistor, and 10 ms for the boot.
+        boot = machine.Pin(BOOT_PIN, machine.Pin.OUT, value=1)
+        time.sleep_ms(5)
+        boot.init(machine.Pin.IN)
+        time.sleep_ms(10)
+
+    afe_wake()
     alert = machine.Pin(ALERT_PIN, machine.Pin.IN)
 
     def alert_override(on):
@@ -87,6 +92,7 @@ def open():
         ),
         alert=alert,
         alert_override=alert_override,
+        afe_wake=afe_wake,
         spi=spi,
         can_cs=machine.Pin(CAN_CS, out, value=1),
         can_int=machine.Pin(CAN_INT, machine.Pin.IN, machine.Pin.PULL_UP),

@@ -88,6 +88,7 @@ def open(sim=None):
             emu.inject_ovrd_alert()
 
     hw.alert_override = alert_override
+    hw.afe_wake = emu.boot  # the TS1 pulse: SHIP -> NORMAL (registers at their defaults)
     # CAN (MCP2515 on SPI) and RS485 (UART + DE pin) when the simulator provides them.
     hw.spi = getattr(sim, "spi", None)
     hw.can_cs = getattr(sim, "can_cs", None)

@@ -21,7 +21,8 @@ from micropython import const
 
 from bms import events as ev
 from bms.balancing import Balancer
-from bms.bq769x0 import BQ769x0, AfeError
+from bms.afe import AfeConfigError, AfeError
+from bms.bq769x0 import TEMP_SAMPLE_MS, BQ769x0
 from bms.clock import MonotonicClock
 from bms.config import Config, ConfigError
 from bms.estimator import Estimator
@@ -31,7 +32,7 @@ from bms import protection
 from bms.protection import Protection
 from bms.snapshot import FLAG_CELLS_VALID, Snapshot
 from bms.status import Status
-from bms.store import KINDS, ST_CORRUPT, Store
+from bms.store import KINDS, ST_CORRUPT, ST_FOREIGN, Store
 from bms.thermal import Thermal
 
 FAST_MS = const(250)
@@ -79,9 +80,9 @@ class Bms:
             thermistor_beta=b.THERMISTOR_BETA,
             variant=b.AFE_VARIANT,
         )
-        self.prot = Protection(cfg, self.events)
+        self.prot = Protection(cfg, self.events, temp_sample_ms=TEMP_SAMPLE_MS)
         self.est = Estimator(cfg, self.events)
-        self.bal = Balancer(cfg, b.CELLS)
+        self.bal = Balancer(cfg, self.afe.cell_groups)  # the chip's groups, from its driver
         # A board without the output pin has no heater/fan; with it, cfg.have_* decides.
         self.thermal = Thermal(
             cfg,
@@ -99,7 +100,9 @@ class Bms:
         self.modbus = None
         self._open_comms(hw, cfg)
         self.wdt = None
-        self.afe_ok = False
+        self.afe_ok = False  # the AFE is initialised and holds its configuration
+        self.afe_inits = 0  # re-initialisations after a lost configuration or a lost bus
+        self.afe_refusals = 0  # reads refused because the chip lost its configuration
         self.alert_forced = False  # ALERT held high to force the FETs off (AFE unreachable)
         self.afe_applied = None  # hardware protection values the AFE accepted
         self._afe_retry_ms = 0
@@ -115,18 +118,43 @@ class Bms:
     def _load_config(self, b):
         base = Config(chemistry=b.CHEMISTRY, cells=b.CELLS, capacity_mah=b.CAPACITY_MAH)
         saved = self.store.load("config")
-        if saved and saved.get("cells") != b.CELLS:
-            # Saved for another pack (the board file changed): its limits do not apply.
-            self.events.add(0, ev.EV_STORE, _KIND_CONFIG, ST_CORRUPT)
-            saved = None
+        if saved:
+            ident = self.identity()
+            sid = saved.get("identity")
+            if not isinstance(sid, dict):  # saved before identities were recorded
+                sid = {k: saved.get(k) for k in ("chemistry", "cells", "capacity_mah")}
+            for k in sid:
+                if sid[k] != ident.get(k):
+                    # Made for another pack (the board file changed): the board's identity
+                    # wins, its defaults apply, and status/REPL/Modbus say so.
+                    self.config_foreign = "%s: saved %s, board %s" % (k, sid[k], ident.get(k))
+                    self.events.add(0, ev.EV_STORE, _KIND_CONFIG, ST_FOREIGN)
+                    saved = None
+                    break
         if saved:
             try:
-                base.update(saved)
+                base.update({k: saved[k] for k in saved if k != "identity"})
             except (ConfigError, TypeError, ValueError):
                 # A stored configuration that no longer validates (e.g. after an update
                 # narrowed a range): keep the board defaults, and say so in the log.
                 self.events.add(0, ev.EV_STORE, _KIND_CONFIG, ST_CORRUPT)
+        base.identity_locked = True
         return base
+
+    def identity(self):
+        """The pack as the board file declares it: a stored configuration applies only to it."""
+        b = self.hw.board
+        return {
+            "chemistry": b.CHEMISTRY,
+            "cells": b.CELLS,
+            "capacity_mah": b.CAPACITY_MAH,
+            "shunt_uohm": b.SHUNT_UOHM,
+            "afe_variant": str(b.AFE_VARIANT),
+            "n_temps": b.N_TEMPS,
+            "thermistor_beta": b.THERMISTOR_BETA,
+        }
+
+    config_foreign = None  # why a stored configuration was not applied (None: it was)
 
     def _open_comms(self, hw, cfg):
         if hw.spi is not None:
@@ -165,6 +193,7 @@ class Bms:
                 self.events.add(now, ev.EV_STORE, _KIND_EVENTS, ST_CORRUPT)
         self.events.add(now, ev.EV_BOOT, self.hw.reset_cause, boots)
         self._afe_start(now)
+        self.cfg.hooks.append(self._hw_limits)
         if self.can is not None:
             try:
                 self.can.can.init()
@@ -174,7 +203,7 @@ class Bms:
         gc.collect()
 
     def _afe_start(self, now):
-        """Initialise the AFE: FETs off, hardware protection as the outer layer."""
+        """Initialise the AFE: FETs off, hardware protection as the outer layer, verified."""
         cfg = self.cfg
         try:
             self.afe.init()
@@ -200,17 +229,30 @@ class Bms:
                 scd_ma,
                 cfg.hw_scd_delay_us,
             )
+            self._afe_args = (ov_mv, cfg.hw_cell_ov_delay_ms, uv_mv, cfg.hw_cell_uv_delay_ms,
+                              ocd_ma, cfg.hw_ocd_delay_ms, scd_ma, cfg.hw_scd_delay_us)
             self.afe_ok = True
-            self._check_outer_layer(now, self.afe_applied)
+            self.bal_mask = 0  # init() stopped balancing: the balancer's mask is written again
+            if self._afe_started:
+                self.afe_inits += 1
+                self.events.add(now, ev.EV_AFE_INIT, 1, self.afe_inits)
+            else:
+                self._check_outer_layer(now, self.afe_applied)
+            self._afe_started = True
         except (AfeError, OSError):
             self.afe_ok = False
             self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 1)
+            if self.hw.afe_wake is not None:
+                # A chip that reset into its power-on state (SHIP) answers only after a wake.
+                self.hw.afe_wake()
         except ValueError:
             # A delay or threshold the chip cannot honour at all: FETs stay off, and the log
             # says it is the configuration (kind 4), not the bus.
             self.afe_ok = False
             self.events.add(now, ev.EV_AFE_ERROR, self.snap.errors, 4)
         self._afe_retry_ms = now + _AFE_RETRY_MS
+
+    _afe_started = False
 
     def _check_outer_layer(self, now, a):
         """The AFE quantises (and, with its shunt, bounds) the hardware limits. Where what it
@@ -220,19 +262,63 @@ class Bms:
         from bms.config import field_index
 
         cfg = self.cfg
-        checks = (
-            ("hw_cell_ov_mv", a["ov_mv"] <= cfg.cell_ov_mv or a["ov_mv"] > cfg.hw_cell_ov_mv,
-             a["ov_mv"]),
-            ("hw_cell_uv_mv", a["uv_mv"] >= cfg.cell_uv_mv or a["uv_mv"] < cfg.hw_cell_uv_mv,
-             a["uv_mv"]),
-            ("hw_ocd_ma", a["ocd_ma"] <= cfg.dsg_oc_ma or a["ocd_ma"] > cfg.hw_ocd_ma,
-             a["ocd_ma"]),
-            ("hw_scd_ma", a["scd_ma"] <= a["ocd_ma"] or a["scd_ma"] > cfg.hw_scd_ma,
-             a["scd_ma"]),
-        )
-        for name, bad, applied in checks:
-            if bad:
-                self.events.add(now, ev.EV_CONFIG_REJECT, field_index(name), applied)
+        bad = [f for f, _rule in _outer_violations(a, cfg.as_dict())]
+        for name in ("hw_cell_ov_mv", "hw_ocd_ma", "hw_scd_ma"):
+            if a[_APPLIED[name]] > cfg.get(name):
+                bad.append(name)  # looser than configured: the chip's tightest setting
+        if a["uv_mv"] < cfg.hw_cell_uv_mv:
+            bad.append("hw_cell_uv_mv")
+        for name in _HW_ARGS:
+            if name in bad:
+                self.events.add(now, ev.EV_CONFIG_REJECT, field_index(name), a[_APPLIED[name]])
+
+    def _hw_limits(self, cfg, new):
+        """Config hook: a change of the hardware limits (or of the software limits they must
+        stay outside) is programmed into the AFE and read back before it is applied. A value
+        the chip cannot place outside its software limit is refused with the reason, and the
+        old one stays (in the chip too)."""
+        changed = None
+        for k in _HW_FIELDS:
+            if new[k] != cfg.get(k):
+                changed = k
+                break
+        if changed is None:
+            return
+        if not self.afe_ok:
+            raise ConfigError(changed, "the AFE is not reachable now; nothing was changed")
+        args = tuple(new[k] for k in _HW_ARGS)
+        try:
+            a = self.afe.protection_applied(*args)
+        except ValueError as e:
+            raise ConfigError(changed, "the AFE cannot place it: %s" % e) from None
+        bad = _outer_violations(a, new)
+        if bad:
+            raise ConfigError(bad[0][0], bad[0][1])
+        try:
+            self.afe_applied = self.afe.configure_protection(*args)
+            self._afe_args = args
+        except AfeError:
+            try:
+                self.afe_applied = self.afe.configure_protection(*self._afe_args)
+            except (AfeError, ValueError):
+                self.afe_ok = False  # re-initialised at the next measure cycle
+                self._afe_reinit = True
+            raise ConfigError(changed, "the AFE did not hold it (read-back differed); "
+                                       "nothing was changed") from None
+
+    def factory_reset(self, now, interface):
+        """Configuration back to the board's defaults (hardware limits programmed first);
+        logged and saved. Returns None, or the ConfigError that refused it."""
+        try:
+            self.cfg.factory_reset()
+        except ConfigError as e:
+            return e
+        self.config_foreign = None
+        self.events.add(now, ev.EV_CONFIG_RESET, interface, 0)
+        self.save_config(now)
+        return None
+
+    _afe_args = None
 
     def _on_event(self, code):
         # Faults and latches force the next persistence cycle to write at once.
@@ -254,14 +340,23 @@ class Bms:
         self._drill(TASK_MEASURE)
         snap = self.snap
         afe = self.afe
-        if not self.afe_ok and now >= self._afe_retry_ms:
+        if not self.afe_ok and (now >= self._afe_retry_ms or self._afe_reinit):
+            self._afe_reinit = False
             self._afe_start(now)
         if self.afe_ok:
             try:
                 afe.read(snap, now)
+            except AfeConfigError:
+                # The chip lost what was programmed (a reset, an upset): this reading is not
+                # used, protection opens both FETs in this cycle, and the AFE is initialised
+                # and verified again at the next cycle before any FET may close.
+                self.afe_ok = False
+                self._afe_reinit = True
+                self.afe_refusals += 1
+                self.events.add(now, ev.EV_AFE_CONFIG, snap.cfg_err & 0xFF, self.afe_refusals)
             except AfeError:
                 pass  # the driver counted it in snap.errors; protection reacts below
-        else:
+        elif not self._afe_reinit:
             snap.errors += 1
             snap.error_total += 1
             snap.flags = 0
@@ -269,11 +364,8 @@ class Bms:
         prot.update(snap, now)
         ok = snap.errors == 0
         try:
-            if ok:
-                if prot.clear_stat:
-                    afe.clear_status(prot.clear_stat)
-                if prot.afe_restore:
-                    afe.restore()
+            if ok and snap.cfg_err == 0:
+                afe.ack_trips(prot.ack, now)
             # Always written, also after a failed read: after a failed read protection
             # commands both FETs off, which the driver writes without reading first.
             afe.set_fets(prot.chg_fet, prot.dsg_fet)
@@ -291,6 +383,9 @@ class Bms:
                 self.alert_forced = False
         self.status.fill_fast(self, now)
         return snap.errors < _AFE_LOST_WDT_CYCLES
+
+    _afe_reinit = False
+    _bal_refused = -1
 
     def slow_cycle(self, now):
         """Estimation, balancing, limits, heater and fan."""
@@ -319,8 +414,15 @@ class Bms:
             try:
                 self.afe.set_balance(mask)
                 self.bal_mask = mask
-            except (AfeError, ValueError):
+            except AfeError:
                 self.bal_mask = -1  # unknown: rewrite next time
+            except ValueError:
+                # The driver refused the mask (it gives the balancer its groups, so this is
+                # a bug): no bleeding, and the log says so once per refused mask.
+                if mask != self._bal_refused:
+                    self._bal_refused = mask
+                    self.events.add(now, ev.EV_AFE_ERROR, mask, 5)
+                self.bal_mask = -1
         self.thermal.update(snap, now, self.limits.charge_wanted)
         self.limits.bal_active = self.bal.active and self.bal_mask > 0
         self.limits.update(snap, prot, est, now)
@@ -348,7 +450,7 @@ class Bms:
         self.store.maybe_save("events", {"log": self.events.to_list()}, now, force)
         if self.cfg.generation != self._cfg_saved:
             # Changed through the REPL or Modbus: keep it across reboots.
-            self.store.maybe_save("config", self.cfg.as_dict(), now, True)
+            self.save_config(now)
             self._cfg_saved = self.cfg.generation
 
     def state_record(self):
@@ -363,7 +465,9 @@ class Bms:
             self.limits.since_full_s = int(d["since_full_s"])
 
     def save_config(self, now):
-        self.store.maybe_save("config", self.cfg.as_dict(), now, True)
+        d = self.cfg.as_dict()
+        d["identity"] = self.identity()  # a later board file with another pack ignores it
+        self.store.maybe_save("config", d, now, True)
 
     # --- failures -----------------------------------------------------------------------
     def task_failed(self, idx, exc, now):
@@ -408,6 +512,34 @@ class Bms:
         self.persist_cycle(now, True)
         self.afe.set_fets(False, False)
         self.afe.ship()
+
+
+# Hardware limits: the configure_protection() arguments, and the fields whose change needs
+# the AFE (the software limits the hardware must stay outside of as well).
+_HW_ARGS = ("hw_cell_ov_mv", "hw_cell_ov_delay_ms", "hw_cell_uv_mv", "hw_cell_uv_delay_ms",
+            "hw_ocd_ma", "hw_ocd_delay_ms", "hw_scd_ma", "hw_scd_delay_us")
+_HW_FIELDS = _HW_ARGS + ("cell_ov_mv", "cell_uv_mv", "dsg_oc_ma")
+_APPLIED = {"hw_cell_ov_mv": "ov_mv", "hw_cell_uv_mv": "uv_mv", "hw_ocd_ma": "ocd_ma",
+            "hw_scd_ma": "scd_ma"}
+
+
+def _outer_violations(a, v):
+    """[(field, rule), ...]: applied hardware limits (dict of the driver) that are not outside
+    the software limits in v (the hardware must be the outer layer)."""
+    out = []
+    if a["ov_mv"] <= v["cell_ov_mv"]:
+        out.append(("hw_cell_ov_mv", "the AFE trips at %d mV (its nearest step not above it), "
+                    "not above cell_ov_mv %d" % (a["ov_mv"], v["cell_ov_mv"])))
+    if a["uv_mv"] >= v["cell_uv_mv"]:
+        out.append(("hw_cell_uv_mv", "the AFE trips at %d mV (its nearest step not below it), "
+                    "not below cell_uv_mv %d" % (a["uv_mv"], v["cell_uv_mv"])))
+    if a["ocd_ma"] <= v["dsg_oc_ma"]:
+        out.append(("hw_ocd_ma", "the AFE trips at %d mA on this shunt, not above dsg_oc_ma %d"
+                    % (a["ocd_ma"], v["dsg_oc_ma"])))
+    if a["scd_ma"] <= a["ocd_ma"]:
+        out.append(("hw_scd_ma", "the AFE trips at %d mA on this shunt, not above its OCD %d mA"
+                    % (a["scd_ma"], a["ocd_ma"])))
+    return out
 
 
 # --- asyncio runtime (boards) ---------------------------------------------------------------

@@ -3,12 +3,11 @@
 # Balancer.update() runs in a slow task (every 1..5 s) and returns .mask (bit i = cell i+1)
 # for the driver's set_balance(); .active says whether a balancing run is in progress.
 #
-# Rules of the chip (bq769x0.md 7.2): the cells are wired to 5-input groups (VC1-5, VC6-10,
-# VC11-15); two adjacent cells of one group must never bleed at once. Cells of different
-# groups (cell on VC5 and cell on VC6) may. With fewer than 15 cells the cells sit on the
-# inputs of the datasheet input map (bq769x0.md 6), see cell_channels(). Two cells of a group
-# that are neighbours in cell order are treated as adjacent even when a shorted input lies
-# between them (they then share a node); this is the conservative reading.
+# The chip's rule comes from its driver: `groups` (the driver's cell_groups) gives the group
+# of each cell, and two neighbouring cells of one group never bleed together (on the BQ769x0:
+# 5-input groups VC1-5, VC6-10, VC11-15, cells placed by the datasheet's input map; two cells
+# of a group that are neighbours in cell order count as adjacent even when a shorted input
+# lies between them). Cells of different groups may bleed together.
 #
 # Selection: every bal_period_ms the cells above min + bal_stop_mv and at or above
 # bal_min_cell_mv are taken greedily, highest first, skipping a cell whose neighbour in the
@@ -27,32 +26,6 @@
 from bms.snapshot import FLAG_CELLS_VALID, TEMP_INVALID_DC
 
 
-def cell_channels(n_cells):
-    """AFE input channel (1..15) of each cell, per the BQ769x0 input map.
-
-    <= 5 cells: one group (BQ76920), 6..10: two (BQ76930), 11..15: three (BQ76940). The cells
-    are spread over the groups as evenly as possible, lower groups first; within a group of k
-    cells the first k-1 inputs and the top input (VC5/VC10/VC15) are used.
-    """
-    if not 3 <= n_cells <= 15:
-        raise ValueError("n_cells must be 3..15")
-    groups = 1 if n_cells <= 5 else (2 if n_cells <= 10 else 3)
-    base = n_cells // groups
-    extra = n_cells % groups
-    out = []
-    for g in range(groups):
-        k = base + (1 if g < extra else 0)
-        for j in range(k - 1):
-            out.append(5 * g + j + 1)
-        out.append(5 * g + 5)
-    return tuple(out)
-
-
-def group_of_cell(n_cells):
-    """Tuple: the AFE group (0, 1, 2) of each cell (index 0 = cell 1)."""
-    return tuple((ch - 1) // 5 for ch in cell_channels(n_cells))
-
-
 def mask_ok(mask, groups):
     """True when no two neighbouring cells of one group are both set in mask."""
     for i in range(len(groups) - 1):
@@ -62,15 +35,14 @@ def mask_ok(mask, groups):
 
 
 class Balancer:
-    def __init__(self, cfg, n_cells=None, group_of_cell_map=None):
+    def __init__(self, cfg, groups):
+        """groups: the AFE group of each cell (index 0 = cell 1), from the AFE driver."""
         self.cfg = cfg
-        n = cfg.cells if n_cells is None else n_cells
-        if group_of_cell_map is None:
-            group_of_cell_map = group_of_cell(n)
-        if len(group_of_cell_map) != n:
-            raise ValueError("group_of_cell length")
+        n = len(groups)
+        if not 3 <= n <= 15:
+            raise ValueError("3..15 cells")
         self.n_cells = n
-        self.groups = tuple(group_of_cell_map)
+        self.groups = tuple(groups)
         # adj[i]: bit mask of the cells that may not bleed together with cell i
         adj = []
         for i in range(n):

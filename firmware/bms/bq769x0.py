@@ -15,6 +15,19 @@ from array import array
 
 from micropython import const
 
+from bms.afe import (  # noqa: F401 (the errors are re-exported for callers of this module)
+    CFG_ERR,
+    TRIP_DEVICE,
+    TRIP_OCD,
+    TRIP_OV,
+    TRIP_OVRD,
+    TRIP_SCD,
+    TRIP_UV,
+    AfeBusError,
+    AfeConfigError,
+    AfeCrcError,
+    AfeError,
+)
 from bms.crc import TABLE as _CRC
 from bms.snapshot import (
     FLAG_CC_NEW,
@@ -22,14 +35,6 @@ from bms.snapshot import (
     FLAG_CURRENT_VALID,
     FLAG_PACK_VALID,
     FLAG_TEMPS_VALID,
-    STAT_ALL,
-    STAT_CC_READY,
-    STAT_OCD,
-    STAT_OV,
-    STAT_OVRD,
-    STAT_SCD,
-    STAT_UV,
-    STAT_XREADY,
     TEMP_INVALID_DC,
 )
 
@@ -41,8 +46,14 @@ TEMP_MIN_DC = const(-400)
 TEMP_MAX_DC = const(1250)
 DIE_TEMP_MIN_DC = const(-400)
 DIE_TEMP_MAX_DC = const(1500)
-# First temperature conversion after boot: up to 2 s (+3.5 %) plus one read cycle.
+# First temperature conversion after init (or a TEMP_SEL change): up to 2 s (+3.5 %) plus one
+# read cycle (DS 8.3.1.1.5). Until then the TS registers may hold anything (0, or the die).
 _TS_FIRST_MS = const(2500)
+TEMP_SAMPLE_MS = const(2500)  # a temperature reading can show a crossing this late
+# Hold-offs before clearing DEVICE_XREADY (DS: "after waiting a few seconds"; LS/ARD retry
+# every 3 s) and OVRD_ALERT (every 10 s), and again after every hold-off while reported.
+_XREADY_HOLD_MS = const(3000)
+_OVRD_HOLD_MS = const(10000)
 # Physical cell range: a used input outside it clears FLAG_CELLS_VALID.
 CELL_MIN_MV = const(500)
 CELL_MAX_MV = const(5000)
@@ -68,9 +79,20 @@ _DELAY_DIS = const(0x80)
 _CC_EN = const(0x40)
 _DSG_ON = const(0x02)
 _CHG_ON = const(0x01)
-_STAT_CHG_OFF = STAT_OV | STAT_XREADY | STAT_OVRD  # trips that clear CHG_ON
-_STAT_DSG_OFF = STAT_UV | STAT_OCD | STAT_SCD | STAT_XREADY | STAT_OVRD  # ... DSG_ON
+_CC_ONESHOT = const(0x20)
 _RSNS = const(0x80)
+# SYS_STAT bits (DS Table 8-3), write-1-to-clear; b6 reserved.
+_ST_CC_READY = const(0x80)
+_ST_XREADY = const(0x20)
+_ST_OVRD = const(0x10)
+_ST_UV = const(0x08)
+_ST_OV = const(0x04)
+_ST_SCD = const(0x02)
+_ST_OCD = const(0x01)
+_ST_ALL = const(0xBF)
+_ST_CHG_OFF = _ST_OV | _ST_XREADY | _ST_OVRD  # trips that clear CHG_ON (DS Table 8-1)
+_ST_DSG_OFF = _ST_UV | _ST_OCD | _ST_SCD | _ST_XREADY | _ST_OVRD  # ... DSG_ON
+_CTRL_REGS = const(12)  # SYS_STAT .. CC_CFG (0x00..0x0B): read with every measurement
 
 _CC_NV_PER_LSB = const(8440)  # 8.44 uV per CC LSB, in nV
 _CC_PERIOD_MS = const(250)
@@ -92,18 +114,6 @@ _UV_DELAY_MS = (1000, 4000, 8000, 16000)
 # Channels (0-based VC index) used by a 5-input group with 3, 4 or 5 cells (DS Tables 9-2..4).
 _GROUP_CHANNELS = {3: (0, 1, 4), 4: (0, 1, 2, 4), 5: (0, 1, 2, 3, 4)}
 _VARIANT_GROUPS = {76920: 1, 76930: 2, 76940: 3}
-
-
-class AfeError(Exception):
-    pass
-
-
-class AfeBusError(AfeError):
-    """The bus failed (NACK, timeout: OSError) on every attempt."""
-
-
-class AfeCrcError(AfeError):
-    """The CRC of the data read was wrong on every attempt."""
 
 
 def variant_for(cells, variant=None):
@@ -315,31 +325,42 @@ class BQ769x0:
         s = 2 if crc else 1
         self._s = s
 
-        # Status block: SYS_STAT, CELLBAL1..3, SYS_CTRL1, SYS_CTRL2 (0x00..0x05).
-        self._sbuf = bytearray(6 * s)
-        self._sview = memoryview(self._sbuf)
-        # Measurement block: VC1..top channel of the chip, then BAT, TS1..n, [TS.., CC].
+        # One block from SYS_STAT through the chip's top cell channel: the control and
+        # protection registers (0x00..0x0B, checked against what was programmed on every
+        # read) followed by VC1..VCn. Then BAT, TS1..3, CC (0x2A..0x33) - contiguous with the
+        # cells on the BQ76940, so one transaction there.
         nch = 5 * groups
         cell_regs = 2 * nch
-        tail_regs = 2 + 2 * n_temps  # BAT + TS used
-        tail_cc_regs = _CC_END - _BAT_HI  # BAT .. CC_LO
-        self._mbuf = bytearray((cell_regs + tail_cc_regs) * s)
+        head = _CTRL_REGS + cell_regs
+        tail = _CC_END - _BAT_HI  # BAT .. CC_LO
+        self._mbuf = bytearray((head + tail) * s)
         mv = memoryview(self._mbuf)
-        self._merged = _VC1_HI + cell_regs == _BAT_HI  # '40: cells and BAT are contiguous
+        self._merged = _CTRL_REGS + cell_regs == _BAT_HI  # '40: one transaction
         if self._merged:
-            self._mv_a = mv[: (cell_regs + tail_regs) * s]
-            self._mv_b = mv[: (cell_regs + tail_cc_regs) * s]
-            self._mv_cells = self._mv_a
+            self._mv_a = mv
+            self._mv_b = None
         else:
-            self._mv_cells = mv[: cell_regs * s]
-            self._mv_a = mv[cell_regs * s : (cell_regs + tail_regs) * s]
-            self._mv_b = mv[cell_regs * s : (cell_regs + tail_cc_regs) * s]
+            self._mv_a = mv[: head * s]
+            self._mv_b = mv[head * s :]
         self._cell_idx = bytearray(cells)
         for i in range(cells):
-            self._cell_idx[i] = 2 * (self.channels[i] - 1) * s
-        self._bat_idx = cell_regs * s
-        self._ts_idx = (cell_regs + 2) * s
-        self._cc_idx = (cell_regs + (0x32 - _BAT_HI)) * s
+            self._cell_idx[i] = (_CTRL_REGS + 2 * (self.channels[i] - 1)) * s
+        self._bat_idx = head * s
+        self._ts_idx = (head + 2) * s
+        self._cc_idx = (head + (0x32 - _BAT_HI)) * s
+        # What the chip must hold (checked by read()): PROTECT1..3, OV_TRIP, UV_TRIP as last
+        # programmed (None until configure_protection), the CB bits commanded.
+        self._prot = None
+        self._cfg_ok = False  # init() and configure_protection() verified since the last reset
+        self._fet_bits = 0  # CHG_ON | DSG_ON as last written (the chip may only clear them)
+        self._cb = bytearray(3)  # CB bits commanded per group (likewise)
+        # Group (0, 1, 2) of each cell: two neighbouring cells of one group never bleed together.
+        self.cell_groups = tuple((c - 1) // 5 for c in self.channels)
+        self._cfg_err = 0
+        self._xr_since = -1  # time DEVICE_XREADY was first seen (-1: not reported)
+        self._ov_since = -1  # likewise OVRD_ALERT
+        self._hold_ack = 0  # XREADY / OVRD bits protection acknowledged (cleared after hold)
+        self._last_stat = 0  # SYS_STAT of the last good read
         # Write buffers: one register, and blocks of up to 5 registers.
         self._wbuf = bytearray(2)
         self._w1 = memoryview(self._wbuf)[:s]
@@ -457,11 +478,15 @@ class BQ769x0:
     # ---------------------------------------------------------------- setup
 
     def init(self):
-        """Boot configuration. Call after every AFE boot (the registers are RAM).
+        """Boot configuration. Call after every AFE boot or reset (the registers are RAM).
 
-        CC_CFG = 0x19 (verified by readback), SYS_CTRL1 = ADC_EN | TEMP_SEL (ext) with SHUT
-        bits 0, SYS_CTRL2 = CC_EN (FETs off), CELLBAL = 0, SYS_STAT = 0xFF once (W1C; as in
-        TI's example, the reserved b6 cannot be set by it), then GAIN and OFFSET."""
+        CC_CFG = 0x19, SYS_CTRL1 = ADC_EN | TEMP_SEL (ext) with SHUT bits 0, SYS_CTRL2 =
+        CC_EN (FETs off), CELLBAL = 0, SYS_STAT = 0xFF once (W1C; as in TI's example, the
+        reserved b6 cannot be set by it), then GAIN and OFFSET; CC_CFG, SYS_CTRL1 and
+        SYS_CTRL2 are read back. read() refuses readings until configure_protection() has
+        programmed and verified the protection registers as well."""
+        self._cfg_ok = False
+        self._prot = None
         self._write(_CC_CFG, _CC_CFG_VALUE)
         if self.read_register(_CC_CFG) & 0x3F != _CC_CFG_VALUE:
             raise AfeError("CC_CFG readback mismatch (address/CRC setting?)")
@@ -472,6 +497,9 @@ class BQ769x0:
         self._bal_cmd = 0
         self._write_balance(0)
         self._write(_SYS_STAT, 0xFF)  # clear everything latched before boot, once
+        st = self._read_regs(_SYS_CTRL1, 2)
+        if self._rbuf[0] & 0x1F != self._ctrl1 or self._rbuf[st] & 0xFF != _CC_EN:
+            raise AfeError("SYS_CTRL1/2 readback mismatch")
         s = self._read_regs(_ADCGAIN1, 2)  # ADCGAIN1, ADCOFFSET
         g1 = self._rbuf[0]
         off = self._rbuf[s]
@@ -481,6 +509,9 @@ class BQ769x0:
         self._cc_have = False
         self._cc_age = 2
         self._t_first = -1  # time of the first read after init (temperature warm-up)
+        self._xr_since = -1
+        self._ov_since = -1
+        self._hold_ack = 0
 
     def set_calibration(self, gain_uv, offset_mv):
         """Set GAIN (uV/LSB) and OFFSET (mV) and the integer factors derived from them."""
@@ -539,30 +570,34 @@ class BQ769x0:
     def read(self, snap, now_ms):
         """One measurement cycle into snap (allocates nothing when it succeeds).
 
-        Transactions: status block 0x00..0x05 (SYS_STAT, CELLBAL1..3, SYS_CTRL1, SYS_CTRL2);
-        one block from VC1_HI to the chip's top VC channel; BAT + TS1..n (+ CC when
-        CC_READY) as a second block - merged into the cell block on the BQ76940, where they
-        are contiguous; and a write of CC_READY alone to clear it after the CC was read.
-        On failure: snap.errors/error_total += 1, snap.flags = 0, the AfeError is raised and
-        no other field of snap changes.
+        Transactions: one block from SYS_STAT through the top cell channel (the control and
+        protection registers 0x00..0x0B, then VC1..VCn), and BAT, TS1..3, CC (0x2A..0x33) -
+        merged into the first block on the BQ76940, where they are contiguous; then a write
+        of CC_READY alone to clear it after the CC was read.
+        Integrity: CC_CFG, SYS_CTRL1 (ADC_EN, TEMP_SEL, SHUT bits), SYS_CTRL2 (CC_EN, no
+        DELAY_DIS/ONESHOT, CHG_ON/DSG_ON only where commanded), PROTECT1..3, OV_TRIP, UV_TRIP
+        and the CB bits (only where commanded) must hold what init()/configure_protection()
+        programmed. Otherwise - a reset of the chip (its defaults are back, whether its ADC
+        came back on or not) or a register upset - the reading is refused: snap.cfg_err =
+        CFG_ERR | the register, snap.flags = 0, AfeConfigError; every later read is refused
+        too until init() and configure_protection() succeeded again.
+        On a bus failure: snap.errors/error_total += 1, snap.flags = 0, the AfeError is raised
+        and no other field of snap changes.
         CC accounting: each new sample adds current_ma to cc_sum_ma and 1 to cc_samples and
         cc_seq. When dt since the previous sample is >= 2 x 250 ms, n = dt // 250 samples are
         booked instead: the n - 1 missed ones carry this sample's current and are also
         counted in cc_missed.
         Pack: V_BAT = 4 x GAIN x BAT + #cells x OFFSET with #cells = the configured cells.
         """
+        mb = self._mbuf
+        s = self._s
         try:
-            self._read(_SYS_STAT, self._sview)
-            sb = self._sbuf
-            stat = sb[0]
-            cc_ready = stat & STAT_CC_READY
-            if self._merged:
-                self._read(_VC1_HI, self._mv_b if cc_ready else self._mv_a)
-            else:
-                self._read(_VC1_HI, self._mv_cells)
-                self._read(_BAT_HI, self._mv_b if cc_ready else self._mv_a)
-            if cc_ready:
-                self._write(_SYS_STAT, STAT_CC_READY)  # consumed: clear CC_READY only
+            self._read(_SYS_STAT, self._mv_a)
+            if not self._merged:
+                self._read(_BAT_HI, self._mv_b)
+            stat = mb[0]
+            if stat & _ST_CC_READY and self._cfg_ok:
+                self._write(_SYS_STAT, _ST_CC_READY)  # consumed: clear CC_READY only
         except AfeError:
             if self._cc_age < 2:
                 self._cc_age += 1
@@ -570,8 +605,16 @@ class BQ769x0:
             snap.error_total += 1
             snap.flags = 0
             raise
-        s = self._s
-        mb = self._mbuf
+        bad = self._check(mb, s) if self._cfg_ok else (self._cfg_err or 0xFF)
+        snap.errors = 0
+        if bad:
+            self._cfg_ok = False
+            self._cfg_err = bad
+            snap.cfg_err = CFG_ERR | bad
+            snap.flags = 0
+            raise AfeConfigError("AFE register 0x%02x lost its value" % bad)
+        snap.cfg_err = 0
+        cc_ready = stat & _ST_CC_READY
         gain = self.gain_uv
         off = self.offset_mv
         idx = self._cell_idx
@@ -582,10 +625,7 @@ class BQ769x0:
             j = idx[i]
             raw = ((mb[j] & 0x3F) << 8) | mb[j + s]
             converted |= raw
-            mv = (raw * gain + 500) // 1000 + off
-            if mv < CELL_MIN_MV or mv > CELL_MAX_MV:
-                flags &= ~FLAG_CELLS_VALID
-            cells[i] = mv
+            cells[i] = (raw * gain + 500) // 1000 + off
         if not converted:
             # Every cell code 0: the ADC has not converted yet (just after boot or a reset of
             # the AFE), so neither the cells nor the pack voltage (same scan) are readings.
@@ -595,20 +635,17 @@ class BQ769x0:
         j = self._bat_idx
         snap.pack_mv = (((mb[j] << 8) | mb[j + s]) * self._gain4 + 500) // 1000 + self._pack_off
         j = self._ts_idx
+        warm = now_ms - self._t_first >= _TS_FIRST_MS
         if self._ext:
             temps = snap.temp_dc
-            zero = 0
             for i in range(self.n_temps):
-                raw = ((mb[j] & 0x3F) << 8) | mb[j + s]
-                if not raw:
-                    zero += 1
-                temps[i] = self.ts_to_dc(raw)
+                temps[i] = self.ts_to_dc(((mb[j] & 0x3F) << 8) | mb[j + s])
                 j += 2 * s
-            # The first temperature conversion comes up to 2 s after boot: until then a TS
-            # register of 0 is "not converted yet", not a shorted thermistor.
-            if not zero or now_ms - self._t_first >= _TS_FIRST_MS:
+            # The first conversion with TEMP_SEL set comes up to 2 s after init: until then a
+            # TS register holds nothing (0) or the die temperature (a reset had TEMP_SEL = 0).
+            if warm:
                 flags |= FLAG_TEMPS_VALID
-        else:
+        elif warm:
             snap.die_temp_dc = self.die_to_dc(((mb[j] & 0x3F) << 8) | mb[j + s])
         if cc_ready:
             j = self._cc_idx
@@ -635,73 +672,136 @@ class BQ769x0:
                 self._cc_age += 1
             if self._cc_age <= 1:
                 flags |= FLAG_CURRENT_VALID
-        ctrl2 = sb[5 * s]
+        ctrl2 = mb[5 * s]
         snap.chg_fet = (ctrl2 & _CHG_ON) != 0
         snap.dsg_fet = (ctrl2 & _DSG_ON) != 0
-        self.load_present = (sb[4 * s] & _LOAD_PRESENT) != 0
-        cb = sb[s] & 0x1F
+        self.load_present = (mb[4 * s] & _LOAD_PRESENT) != 0
+        cb = mb[s] & 0x1F
         if self.groups > 1:
-            cb |= (sb[2 * s] & 0x1F) << 5
+            cb |= (mb[2 * s] & 0x1F) << 5
             if self.groups > 2:
-                cb |= (sb[3 * s] & 0x1F) << 10
+                cb |= (mb[3 * s] & 0x1F) << 10
         bal = 0
+        ch = self.channels
         for i in range(self.cells):
-            if cb & (1 << (idx[i] // (2 * s))):
+            if cb & (1 << (ch[i] - 1)):
                 bal |= 1 << i
         snap.bal_mask = bal
-        snap.sys_stat = stat
+        # The chip's own protection trips, chip-neutral (bms.afe TRIP_*).
+        t = 0
+        if stat & _ST_OV:
+            t |= TRIP_OV
+        if stat & _ST_UV:
+            t |= TRIP_UV
+        if stat & _ST_OCD:
+            t |= TRIP_OCD
+        if stat & _ST_SCD:
+            t |= TRIP_SCD
+        if stat & _ST_XREADY:
+            t |= TRIP_DEVICE
+            if self._xr_since < 0:
+                self._xr_since = now_ms
+        else:
+            self._xr_since = -1
+            self._hold_ack &= ~_ST_XREADY
+        if stat & _ST_OVRD:
+            t |= TRIP_OVRD
+            if self._ov_since < 0:
+                self._ov_since = now_ms
+        else:
+            self._ov_since = -1
+            self._hold_ack &= ~_ST_OVRD
+        self._last_stat = stat
+        snap.trips = t
         snap.flags = flags
         snap.t_ms = now_ms
         snap.seq += 1
-        snap.errors = 0
         snap.update_stats()
+
+    def _check(self, mb, s):
+        """Address of the first control/protection register that does not hold what was
+        programmed (0: all do). The chip itself only ever clears CHG_ON/DSG_ON and CB bits."""
+        if mb[11 * s] & 0x3F != _CC_CFG_VALUE:
+            return _CC_CFG
+        if mb[4 * s] & 0x1F != self._ctrl1:
+            return _SYS_CTRL1
+        c2 = mb[5 * s]
+        if c2 & 0xFC != _CC_EN or c2 & 0x03 & ~self._fet_bits:
+            return _SYS_CTRL2
+        p = self._prot
+        if (mb[6 * s] & 0x9F != p[0] or mb[7 * s] & 0x7F != p[1] or mb[8 * s] & 0xF0 != p[2]
+                or mb[9 * s] != p[3] or mb[10 * s] != p[4]):
+            for k in range(5):
+                if mb[(6 + k) * s] & (0x9F, 0x7F, 0xF0, 0xFF, 0xFF)[k] != p[k]:
+                    return _PROTECT1 + k
+        cbx = self._cb
+        for g in range(self.groups):
+            if mb[(1 + g) * s] & 0x1F & ~cbx[g]:
+                return _CELLBAL1 + g
+        return 0
 
     # ---------------------------------------------------------------- status, FETs, balancing
 
-    def clear_status(self, bits):
-        """Write 1 to exactly the SYS_STAT bits given (W1C); other bits are left latched."""
-        bits &= STAT_ALL
+    def ack_trips(self, trips, now_ms):
+        """Protection has handled these trips (bms.afe TRIP_*): clear them in SYS_STAT (W1C,
+        only those bits). OV, UV, OCD and SCD are cleared at once. DEVICE_XREADY and
+        OVRD_ALERT are cleared once they have been reported for their hold-off (3 s / 10 s),
+        and again after every hold-off while the chip keeps reporting them; after XREADY the
+        commanded CB bits are written again (the chip cleared them). Returns the bits
+        written. The FETs come back through set_fets() (the SYS_STAT gate)."""
+        bits = 0
+        if trips & TRIP_OV:
+            bits |= _ST_OV
+        if trips & TRIP_UV:
+            bits |= _ST_UV
+        if trips & TRIP_OCD:
+            bits |= _ST_OCD
+        if trips & TRIP_SCD:
+            bits |= _ST_SCD
+        if trips & TRIP_DEVICE:
+            self._hold_ack |= _ST_XREADY
+        if trips & TRIP_OVRD:
+            self._hold_ack |= _ST_OVRD
+        h = self._hold_ack & self._last_stat
+        if h & _ST_XREADY and now_ms - self._xr_since >= _XREADY_HOLD_MS:
+            bits |= _ST_XREADY
+            self._xr_since = now_ms
+        if h & _ST_OVRD and now_ms - self._ov_since >= _OVRD_HOLD_MS:
+            bits |= _ST_OVRD
+            self._ov_since = now_ms
         if bits:
             self._write(_SYS_STAT, bits)
-
-    def clear_xready(self):
-        """Clear DEVICE_XREADY (the caller waits a few seconds first, DS 8.3.1.3.3).
-
-        The chip cleared CHG_ON, DSG_ON and every CB bit when XREADY set: call restore()
-        afterwards if the FETs and balancing should come back."""
-        self._write(_SYS_STAT, STAT_XREADY)
+            if bits & _ST_XREADY and self._bal_cmd:
+                self._write_balance(self._bal_cmd)
+        return bits
 
     def set_fets(self, chg, dsg):
-        """Command the CHG/DSG FET drivers: read-modify-write of SYS_CTRL2.
+        """Command the CHG/DSG FET drivers: SYS_CTRL2 = CC_EN | CHG_ON | DSG_ON.
 
         A FET stays off while SYS_STAT still reports a trip that opened it (OV, XREADY,
-        OVRD_ALERT for CHG; UV, OCD, SCD, XREADY, OVRD_ALERT for DSG).
-
-        Keeps DELAY_DIS as read, forces CC_EN = 1, writes reserved bits and CC_ONESHOT as 0.
-        Opening both FETs needs no read first: it must work even when reads fail (a noisy
-        bus that corrupts read CRCs may still carry a write), and clears DELAY_DIS."""
+        OVRD_ALERT for CHG; UV, OCD, SCD, XREADY, OVRD_ALERT for DSG), and both stay off
+        while the chip's configuration is not verified (after a reset or upset, until init()
+        and configure_protection() succeeded). Opening both FETs needs no read first: it must
+        work even when reads fail (a noisy bus that corrupts read CRCs may still carry a
+        write). DELAY_DIS and CC_ONESHOT are always written 0."""
         self._chg_cmd = bool(chg)
         self._dsg_cmd = bool(dsg)
-        if not chg and not dsg:
-            self._write(_SYS_CTRL2, _CC_EN)
-            return
-        # A trip the chip reports (its SYS_STAT bit still set) keeps its FET off: protection
-        # clears the bit when it has handled it, before it asks for the FET again. Read
-        # here, just before the write, a trip that came after this cycle's measurement is
-        # never switched back on (the window shrinks from a cycle to one I2C transfer).
-        self._read_regs(_SYS_STAT, 1)
-        stat = self._rbuf[0]
-        if stat & _STAT_CHG_OFF:
-            chg = False
-        if stat & _STAT_DSG_OFF:
-            dsg = False
-        self._read_regs(_SYS_CTRL2, 1)
-        v = self._rbuf[0] & _DELAY_DIS
-        if chg:
-            v |= _CHG_ON
-        if dsg:
-            v |= _DSG_ON
+        if not self._cfg_ok:
+            chg = dsg = False
+        v = 0
+        if chg or dsg:
+            # A trip the chip reports (its SYS_STAT bit still set) keeps its FET off: protection
+            # acknowledges it when handled, before it asks for the FET again. Read here, just
+            # before the write, a trip after this cycle's measurement is never switched back on.
+            self._read_regs(_SYS_STAT, 1)
+            stat = self._rbuf[0]
+            if chg and not stat & _ST_CHG_OFF:
+                v |= _CHG_ON
+            if dsg and not stat & _ST_DSG_OFF:
+                v |= _DSG_ON
+        self._fet_bits |= v  # until the write is confirmed either state is expected
         self._write(_SYS_CTRL2, v | _CC_EN)
+        self._fet_bits = v
 
     def _write_balance(self, mask):
         chans = self.channels
@@ -711,7 +811,12 @@ class BQ769x0:
             if mask & (1 << i):
                 c = chans[i] - 1
                 d[c // 5] |= 1 << (c % 5)
+        cb = self._cb
+        for g in range(3):
+            cb[g] |= d[g]  # until the write is confirmed either state is expected
         self._write_block(_CELLBAL1, self.groups, self._bal_view)
+        for g in range(3):
+            cb[g] = d[g]
 
     def check_balance(self, mask):
         """ValueError unless mask (bit i = cell i+1) is valid: within the cell count and no
@@ -719,9 +824,9 @@ class BQ769x0:
         also when a shorted input lies between their channels)."""
         if mask < 0 or mask >> self.cells:
             raise ValueError("balance mask has bits beyond the cell count")
-        chans = self.channels
+        g = self.cell_groups
         for i in range(self.cells - 1):
-            if (mask >> i) & 3 == 3 and (chans[i] - 1) // 5 == (chans[i + 1] - 1) // 5:
+            if (mask >> i) & 3 == 3 and g[i] == g[i + 1]:
                 raise ValueError("adjacent cells in one group cannot balance together")
 
     def set_balance(self, mask):
@@ -733,14 +838,10 @@ class BQ769x0:
         self._write_balance(mask)
 
     def restore(self):
-        """Rewrite FETs and CB bits from the remembered commands (after XREADY or a trip)."""
-        v = _CC_EN
-        if self._chg_cmd:
-            v |= _CHG_ON
-        if self._dsg_cmd:
-            v |= _DSG_ON
-        self._write(_SYS_CTRL2, v)
+        """Rewrite the CB bits and the FET commands (after XREADY or a trip); the FETs go
+        through set_fets(), the SYS_STAT gate."""
         self._write_balance(self._bal_cmd)
+        self.set_fets(self._chg_cmd, self._dsg_cmd)
 
     def ship(self):
         """Enter SHIP mode: SYS_CTRL1 SHUT_A:SHUT_B = 00, 01, 10 (DS 8.4.2), keeping ADC_EN
@@ -857,6 +958,13 @@ class BQ769x0:
         p3 = (uv_d << 6) | (ov_d << 4)
         return (p1, p2, p3, ov, uv)
 
+    def protection_applied(
+        self, ov_mv, ov_delay_ms, uv_mv, uv_delay_ms, ocd_ma, ocd_delay_ms, scd_ma, scd_delay_us
+    ):
+        """The values configure_protection() would apply (no I/O); ValueError as there."""
+        return self.decode_protection(*self.protection_codes(
+            ov_mv, ov_delay_ms, uv_mv, uv_delay_ms, ocd_ma, ocd_delay_ms, scd_ma, scd_delay_us))
+
     def decode_protection(self, p1, p2, p3, ov, uv):
         """Engineering values of register contents (read-only and reserved bits ignored)."""
         rsns = 1 if p1 & _RSNS else 0
@@ -885,12 +993,16 @@ class BQ769x0:
         d = self._bdat
         for i in range(5):
             d[i] = regs[i]
+        self._cfg_ok = False  # read() refuses readings until the chip is seen to hold it
         self._write_block(_PROTECT1, 5, memoryview(self._bbuf)[: 5 * self._s])
         s = self._read_regs(_PROTECT1, 5)
         rb = self._rbuf
         got = (rb[0] & 0x9F, rb[s] & 0x7F, rb[2 * s] & 0xF0, rb[3 * s], rb[4 * s])
         if got != regs:
             raise AfeError("protection readback mismatch")
+        self._prot = regs
+        self._cfg_ok = True
+        self._cfg_err = 0
         return self.decode_protection(*got)
 
     def read_protection(self):

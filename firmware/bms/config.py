@@ -10,6 +10,8 @@
 #
 # Sections below are owned by feature modules; add fields to your own section only.
 CHEMISTRIES = ("lfp", "nmc", "lto")
+# The pack's identity: set by the board file (boards/<name>/board.py), never at run time.
+IDENTITY = ("chemistry", "cells", "capacity_mah")
 
 
 class ConfigError(ValueError):
@@ -515,6 +517,11 @@ class Config:
         v.update(overrides)
         self._apply(self._validated(v))
         self.generation = 0  # incremented by every accepted change
+        # callables(cfg, new_values) run on the would-be result before a change is applied
+        # (after validation); one that raises ConfigError refuses the change (e.g. the AFE
+        # that must take new hardware limits first).
+        self.hooks = []
+        self.identity_locked = False  # True: IDENTITY fields are refused by update()
 
     def _validated(self, values):
         out = {}
@@ -544,9 +551,20 @@ class Config:
         """Apply a dict of changes atomically. Raises ConfigError and changes nothing on error."""
         v = dict(self._values)
         for k in changes:
+            if self.identity_locked and k in IDENTITY and changes[k] != self._values.get(k):
+                raise ConfigError(k, "part of the pack's identity: set it in the board file")
             v[k] = changes[k]
-        self._apply(self._validated(v))
+        self._commit(self._validated(v))
+
+    def _commit(self, v):
+        for h in self.hooks:
+            h(self, v)
+        self._apply(v)
         self.generation += 1
+
+    def factory_reset(self):
+        """Back to the documented defaults of this pack's identity (through the hooks)."""
+        self._commit(self._validated(defaults(self.chemistry, self.cells, self.capacity_mah)))
 
     def set(self, name, value):
         self.update({name: value})

@@ -16,17 +16,21 @@ EV_WARN_SET = const(5)  # a = warning bit index, b = value
 EV_WARN_CLEAR = const(6)  # a = warning bit index, b = value
 EV_LATCH = const(7)  # a = fault bit index latched, b = value
 EV_LATCH_RESET = const(8)  # a = latched mask before the reset, b = 0
-EV_AFE_STAT = const(9)  # a = SYS_STAT bits seen, b = bits cleared
+EV_AFE_STAT = const(9)  # a = AFE trips seen (bms.afe TRIP_*), b = trips acknowledged
 EV_AFE_ERROR = const(10)  # a = consecutive errors, b = kind (1 bus, 2 CRC, 3 stale, 4 config)
 EV_CONFIG = const(11)  # a = config field index, b = new value (int part)
 EV_CONFIG_REJECT = const(12)  # a = config field index, b = rejected value (int part)
 EV_TASK_ERROR = const(13)  # a = task index, b = restart count
 EV_SOC_SYNC = const(14)  # a = kind (1 full, 2 empty, 3 rest/OCV), b = SOC in 0.01 %
-EV_STORE = const(15)  # a = record kind, b = 1 saved, 2 fell back to previous, 3 missing, 4 corrupt
+EV_STORE = const(15)  # a = record kind, b = 1 saved, 2 fell back, 3 missing, 4 corrupt,
+#                       5 made for another pack identity (config, not applied)
 EV_SHIP = const(16)  # a = 0, b = 0
 EV_INVERTER = const(17)  # a = 1 present, 0 lost, b = seconds since last frame
 EV_UNLOCK = const(18)  # a = 1 unlocked, 0 locked/wrong PIN, b = interface (1 modbus, 2 repl)
 EV_RESET_REQ = const(19)  # a = reason code, b = 0
+EV_AFE_CONFIG = const(20)  # AFE refused: a = register that lost its value, b = refusals so far
+EV_AFE_INIT = const(21)  # AFE re-initialised: a = 1 done and verified / 0 failed, b = attempts
+EV_CONFIG_RESET = const(22)  # factory reset: a = interface (1 modbus, 2 repl), b = 0
 
 NAMES = (
     "?",
@@ -49,6 +53,9 @@ NAMES = (
     "inverter",
     "unlock",
     "reset_req",
+    "afe_config",
+    "afe_init",
+    "config_reset",
 )
 
 

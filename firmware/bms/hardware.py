@@ -17,6 +17,7 @@ class Hardware:
         rs485_de=None,
         alert=None,
         alert_override=None,
+        afe_wake=None,
         heater=None,
         fan=None,
         led=None,
@@ -41,6 +42,10 @@ class Hardware:
         # OVRD_ALERT and opens both FETs by itself, or release it (False). The firmware's
         # way to open the FETs when I2C to the AFE is lost (BQ769x0 DS 8.3.1.3.4).
         self.alert_override = alert_override
+        # callable() or None: wake the AFE (BQ769x0: a pulse on TS1). A chip that went through
+        # a power-on reset sits in SHIP and answers I2C only after this; the firmware calls
+        # it when a re-initialisation finds the AFE silent.
+        self.afe_wake = afe_wake
         self.heater = heater  # machine.Pin or None
         self.fan = fan  # machine.Pin or None
         self.led = led  # machine.Pin or None

@@ -3,59 +3,48 @@
 # Called every 250 ms by the app after the AFE read (also after a failed read):
 #
 #     prot.update(snap, now_ms)
-#     afe.clear_status(prot.clear_stat)   # only the SYS_STAT bits protection handled
-#     if prot.afe_restore: rewrite CHG_ON/DSG_ON and CELLBAL
+#     afe.ack_trips(prot.ack, now_ms)      # the AFE trips protection has handled
 #     afe.set_fets(prot.chg_fet, prot.dsg_fet)
 #
-# The order matters: SYS_STAT bits are judged on the read of this cycle and cleared after it.
+# The fault list is one table (bms.faults): name, direction, tier, category, the measured
+# quantity and the config fields of its limit, delay, release and warning margin. update()
+# is a few small evaluators over it (reading quality, AFE health, plausibility, the generic
+# threshold rows, the AFE's own trips), one debounce primitive shared by faults and
+# warnings, and the state machine. Chip facts stay in the driver: protection sees the
+# chip-neutral trip flags of bms.afe (Snapshot.trips) and acknowledges them in `ack`.
 # update() allocates nothing under MicroPython: small ints only, preallocated arrays.
 #
-# Tiers (like foxBMS 2):
-#   warning     reported in `warnings` (same bit numbers as FAULT_NAMES); derates limits only.
-#   protection  reported in `faults`; the FET of the fault's direction (CHG, DSG or both) opens.
-#   latched     reported in `latched` (and `faults`); both FETs stay open until
-#               reset_latched(); SCD / hardware OCD / software over-current after more than
-#               cfg.oc_retry_max retries, and a cell below cfg.cell_deep_uv_mv.
+# Tiers: warning (`warnings`, same bit numbers; derates limits only), protection (`faults`:
+# the FET(s) of the fault's direction open), latched (`latched` and `faults`: both FETs open
+# until reset_latched()): deep_uv at once, retry faults beyond cfg.oc_retry_max.
 #
-# States and transitions (evaluated at the end of every update, top row first):
+# States (judged at the end of every update, first match wins):
+#   any       request_ship()                                            SHUTDOWN (terminal)
+#   BOOT      no complete, plausible reading yet                          BOOT
+#   BOOT      first complete reading: every fault judged with zero delay   (next rows)
+#   not BOOT  latched != 0                                                LATCHED
+#   not BOOT  a protection fault is active                                FAULT
+#   not BOOT  no fault, chg_enable and dsg_enable both False              STANDBY
+#   not BOOT  no fault                                                    NORMAL
+# BOOT, STANDBY, LATCHED, SHUTDOWN: both FETs off. Every transition: EV_STATE (old, new).
 #
-#   from        condition                                                  to
-#   any         request_ship()                                             SHUTDOWN (terminal)
-#   BOOT        no complete measurement yet (errors == 0, fresh, flags     BOOT
-#               CELLS|PACK|TEMPS|CURRENT all valid)
-#   BOOT        complete measurement; faults judged with zero set-delay    (next rows)
-#   not BOOT    latched != 0                                               LATCHED
-#   not BOOT    faults != 0 (a direction is blocked)                       FAULT
-#   not BOOT    no fault, chg_enable and dsg_enable both False             STANDBY
-#   not BOOT    no fault, a direction enabled                              NORMAL
-#   LATCHED     reset_latched() accepted: re-judged at the next update     (rows above)
-#
-# BOOT, STANDBY, LATCHED, SHUTDOWN: both FETs off. NORMAL: chg_allowed / dsg_allowed follow
-# chg_enable / dsg_enable. FAULT: each direction is allowed unless an active fault's direction
-# mask covers it. Every transition is logged as EV_STATE (a = old, b = new).
-#
-# Debounce: a fault sets when its condition has held for its delay (a value inside the
-# hysteresis band holds the timer; a value past the release level resets it). It clears when
-# its release condition (value back past the hysteresis) has held for cfg.release_delay_ms.
-# A cycle without a valid reading of the quantity holds the timers. Retry faults (chg_oc,
-# dsg_oc, hw_ocd, scd) clear cfg.oc_retry_ms after they set (software over-current: once the
-# current is back under the limit; hardware: the SYS_STAT bit is cleared at that moment); the
-# trip that finds the trip counter at cfg.oc_retry_max latches. The counter of each retry
-# fault decays by one for every 4 * cfg.oc_retry_ms without a trip of that fault.
-# SYS_STAT: OV/UV bits are cleared with the software release of cell OV/UV, XREADY after it
-# has been set for 3 s (OVRD_ALERT 10 s), SCD/OCD at the retry time; never CC_READY.
-# Fault list with directions, tiers and release conditions: README, "Protection".
-#
-# Body diode: when the charge FET is open only for cell_ov / pack_ov / hw_ov / chg_ot /
-# chg_ut and the pack discharges (current < -cfg.body_diode_ma), the charge FET closes
-# until the discharge current falls below cfg.body_diode_ma / 2 (it is never closed unless
-# the pack is discharging); the discharge FET likewise for cell_uv / pack_uv / hw_uv /
-# dsg_ot / dsg_ut while charging. Never for latched faults, AFE lost/stale, SCD/OCD or any
-# other fault.
+# Time never stops for safety. A cycle in which a quantity is unknown (failed or refused read,
+# missing flag, an implausible cell, an invalid thermistor) counts as out of limits for every
+# fault that quantity guards: its set timer keeps running (it starts if it was not running).
+# When the timer expires on an unknown value the fault sets, unless active faults already
+# hold open every FET it opens (afe_lost, afe_config, cell_implausible, temp_sensor, ...: the
+# log then names the cause, not every limit it hides). A fault never clears on an unknown
+# value. Quality faults (T_STICKY) forgive bad readings only after release_delay_ms of good
+# ones, so an intermittent fault still trips. Latching faults latch only on a known value.
+# Hence the worst case from a true crossing to the FET opening is the delay plus one cycle,
+# whatever the pattern of missing reads. FETs close (0 -> 1) only in a cycle whose reading is
+# complete, fresh and plausible (every cell, pack, current, every thermistor, the sum check).
 from array import array
 
 from micropython import const
 
+from bms import faults as ft
+from bms.afe import TRIP_DEVICE, TRIP_OCD, TRIP_OV, TRIP_OVRD, TRIP_SCD, TRIP_UV
 from bms.events import (
     EV_AFE_STAT,
     EV_FAULT_CLEAR,
@@ -66,17 +55,48 @@ from bms.events import (
     EV_WARN_CLEAR,
     EV_WARN_SET,
 )
+from bms.faults import (  # noqa: F401 (re-exported: the names other modules import from here)
+    DIR_BOTH,
+    DIR_CHG,
+    DIR_DSG,
+    DIR_NONE,
+    F_AFE_CONFIG,
+    F_AFE_LOST,
+    F_AFE_STALE,
+    F_CELL_IMPLAUSIBLE,
+    F_CELL_OV,
+    F_CELL_UV,
+    F_CHG_OC,
+    F_CHG_OT,
+    F_CHG_UT,
+    F_DEEP_UV,
+    F_DSG_OC,
+    F_DSG_OT,
+    F_DSG_UT,
+    F_FET_OT,
+    F_HW_OCD,
+    F_HW_OV,
+    F_HW_UV,
+    F_IMBALANCE,
+    F_OVRD,
+    F_PACK_OV,
+    F_PACK_UV,
+    F_SCD,
+    F_SUM_MISMATCH,
+    F_TEMP_SENSOR,
+    F_XREADY,
+    MASK_BD_CHG,
+    MASK_BD_DSG,
+    MASK_CHG,
+    MASK_DSG,
+    MASK_LATCHABLE,
+    MASK_RETRY,
+)
 from bms.snapshot import (
     FLAG_CELLS_VALID,
     FLAG_CURRENT_VALID,
     FLAG_PACK_VALID,
     FLAG_TEMPS_VALID,
-    STAT_OCD,
-    STAT_OV,
-    STAT_OVRD,
-    STAT_SCD,
-    STAT_UV,
-    STAT_XREADY,
     TEMP_INVALID_DC,
 )
 
@@ -88,107 +108,13 @@ STATE_LATCHED = const(4)
 STATE_SHUTDOWN = const(5)
 STATE_NAMES = ("boot", "standby", "normal", "fault", "latched", "shutdown")
 
-# Fault bit indices (bit = 1 << index); the same numbering is used for warnings.
-F_CELL_OV = const(0)
-F_CELL_UV = const(1)
-F_PACK_OV = const(2)
-F_PACK_UV = const(3)
-F_CHG_OC = const(4)
-F_DSG_OC = const(5)
-F_HW_OCD = const(6)
-F_SCD = const(7)
-F_CHG_OT = const(8)
-F_CHG_UT = const(9)
-F_DSG_OT = const(10)
-F_DSG_UT = const(11)
-F_FET_OT = const(12)
-F_IMBALANCE = const(13)
-F_TEMP_SENSOR = const(14)
-F_CELL_IMPLAUSIBLE = const(15)
-F_SUM_MISMATCH = const(16)
-F_AFE_LOST = const(17)
-F_AFE_STALE = const(18)
-F_XREADY = const(19)
-F_OVRD = const(20)
-F_HW_OV = const(21)
-F_HW_UV = const(22)
-F_DEEP_UV = const(23)
-_N = const(24)
+FAULT_NAMES = ft.NAMES
+FAULT_DIRS = ft.DIRS
+fault_names = ft.names
+UNKNOWN = const(0x3FFFFFFF)  # EV_FAULT_SET value of a fault set because its value was unknown
 
-FAULT_NAMES = (
-    "cell_ov",
-    "cell_uv",
-    "pack_ov",
-    "pack_uv",
-    "chg_oc",
-    "dsg_oc",
-    "hw_ocd",
-    "scd",
-    "chg_ot",
-    "chg_ut",
-    "dsg_ot",
-    "dsg_ut",
-    "fet_ot",
-    "imbalance",
-    "temp_sensor",
-    "cell_implausible",
-    "sum_mismatch",
-    "afe_lost",
-    "afe_stale",
-    "xready",
-    "ovrd",
-    "hw_ov",
-    "hw_uv",
-    "deep_uv",
-)
-
-# Direction of each fault: which FET it opens (0 = warning only).
-DIR_NONE = const(0)
-DIR_CHG = const(1)
-DIR_DSG = const(2)
-DIR_BOTH = const(3)
-FAULT_DIRS = (
-    DIR_CHG,  # cell_ov
-    DIR_DSG,  # cell_uv
-    DIR_CHG,  # pack_ov
-    DIR_DSG,  # pack_uv
-    DIR_CHG,  # chg_oc
-    DIR_DSG,  # dsg_oc
-    DIR_DSG,  # hw_ocd (the AFE opens DSG)
-    DIR_BOTH,  # scd
-    DIR_CHG,  # chg_ot
-    DIR_CHG,  # chg_ut
-    DIR_DSG,  # dsg_ot
-    DIR_DSG,  # dsg_ut
-    DIR_BOTH,  # fet_ot
-    DIR_NONE,  # imbalance (warning only)
-    DIR_BOTH,  # temp_sensor
-    DIR_BOTH,  # cell_implausible
-    DIR_BOTH,  # sum_mismatch
-    DIR_BOTH,  # afe_lost
-    DIR_BOTH,  # afe_stale
-    DIR_BOTH,  # xready
-    DIR_BOTH,  # ovrd
-    DIR_CHG,  # hw_ov
-    DIR_DSG,  # hw_uv
-    DIR_BOTH,  # deep_uv (latched)
-)
-
-# Masks (bit = 1 << F_*), spelled out so they are compile-time constants.
-MASK_CHG = const(0x00BFD395)  # faults that open the charge FET
-MASK_DSG = const(0x00DFDCEA)  # faults that open the discharge FET
-MASK_RETRY = const(0x000000F0)  # chg_oc, dsg_oc, hw_ocd, scd: retry, then latch
-MASK_LATCHABLE = const(0x008000F0)  # retry faults and deep_uv
-_BD_CHG = const(0x00200305)  # cell_ov, pack_ov, chg_ot, chg_ut, hw_ov: body diode allowed
-_BD_DSG = const(0x00400C0A)  # cell_uv, pack_uv, dsg_ot, dsg_ut, hw_uv
-_B_SCD = const(0x80)
-_B_HW_OCD = const(0x40)
-_B_DEEP_UV = const(0x00800000)
-
-
-_FLAGS_ALL = const(0x0F)  # FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_CURRENT_VALID | TEMPS
-_XREADY_HOLD_MS = const(3000)  # XREADY is cleared only after it has been set this long
-_OVRD_HOLD_MS = const(10000)  # OVRD_ALERT likewise
+_N = ft.N_FAULTS
+_FLAGS_ALL = FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_CURRENT_VALID | FLAG_TEMPS_VALID
 _DECAY_FACTOR = const(4)  # retry counter -1 per _DECAY_FACTOR * oc_retry_ms without a trip
 _CELL_MIN_MV = const(500)  # cell readings outside 0.5..5.0 V are physically implausible
 _CELL_MAX_MV = const(5000)
@@ -197,38 +123,31 @@ _TEMP_MAX_DC = const(1300)
 _T_CAP = const(0x20000000)  # timers saturate here (stays a small int)
 _DT_MAX = const(60000)  # a longer gap between updates counts as this long
 
-
-# The AFE converts temperatures every 2 s (+3.5 % timing tolerance) at 0.1 degC resolution:
-# that much of a temperature delay is spent before a reading can show the crossing.
+# Kept for callers that imported them from here (the AFE's temperature sample time is a chip
+# fact: the driver's TEMP_SAMPLE_MS is what the app passes in).
 TEMP_SAMPLE_MS = const(2500)
+_T_BELOW = ft.T_BELOW
+_T_RETRY = ft.T_RETRY
+_T_LATCH = ft.T_LATCH
+_T_WARN_ONLY = ft.T_WARN_ONLY
+_T_STICKY = ft.T_STICKY
+# Quantities that are always measured: unknown = out of limits. The FET sensor is optional
+# (no sensor = nothing to judge), the spread only feeds a warning.
+_Q_MUST = ((1 << ft.Q_CELL_MAX) | (1 << ft.Q_CELL_MIN) | (1 << ft.Q_PACK) | (1 << ft.Q_CHG_I)
+           | (1 << ft.Q_DSG_I) | (1 << ft.Q_TEMP_MAX) | (1 << ft.Q_TEMP_MIN))
+_QS = bytes(r[4] for r in ft.FAULTS)
+_THRESHOLD_ROWS = bytes(i for i in range(_N) if ft.FAULTS[i][4] != ft.Q_NONE)
 
 
-def _temp_debounce(delay_ms):
-    d = delay_ms - TEMP_SAMPLE_MS
-    return d if d > 0 else 0
-
-
-def fault_names(mask):
-    """'a|b|c' for the set bits of mask ('' for 0). Allocates: for logs and the REPL."""
-    out = []
-    for i in range(len(FAULT_NAMES)):
-        if mask & (1 << i):
-            out.append(FAULT_NAMES[i])
-    return "|".join(out)
-
-
-def _mask(direction):
-    m = 0
-    for i in range(len(FAULT_DIRS)):
-        if FAULT_DIRS[i] & direction:
-            m |= 1 << i
-    return m
+def _cap(t):
+    return t if t < _T_CAP else _T_CAP
 
 
 class Protection:
-    def __init__(self, cfg, events):
+    def __init__(self, cfg, events, temp_sample_ms=TEMP_SAMPLE_MS):
         self.cfg = cfg
         self.events = events
+        self.temp_sample_ms = temp_sample_ms
         self.state = STATE_BOOT
         self.chg_fet = False
         self.dsg_fet = False
@@ -239,191 +158,216 @@ class Protection:
         self.faults = 0
         self.warnings = 0
         self.latched = 0
-        self.clear_stat = 0
-        self.afe_restore = False
+        self.ack = 0  # AFE trips (bms.afe TRIP_*) handled in this cycle: the driver clears them
+        self.good = False  # this cycle's reading was complete, fresh and plausible
         self.body_diode = 0  # 1 = charge FET closed for a discharge, 2 = discharge FET
         self.trips = bytearray(_N)  # trip counters of the retry faults
-        # Per-fault timers (ms, saturating) and last values.
-        self._st = array("l", [0] * _N)  # set debounce
-        self._rt = array("l", [0] * _N)  # release debounce / time since a retry trip
+        n2 = 2 * _N  # timer slots: faults 0.._N-1, warnings _N..2*_N-1
+        self._st = array("l", [0] * n2)  # set timer
+        self._rt = array("l", [0] * n2)  # release timer (active) / good time (sticky, idle)
+        self._on = bytearray(n2)  # set timer running
         self._qt = array("l", [0] * _N)  # quiet time since the last trip (retry decay)
-        self._at = array("l", [0] * _N)  # time since the SYS_STAT bit was last cleared
-        self._wst = array("l", [0] * _N)  # warning set debounce
-        self._wrt = array("l", [0] * _N)  # warning release debounce
-        self._pc = 0  # condition held at the previous update (bit per fault)
-        self._pr = 0  # release condition held at the previous update
-        self._wpc = 0
-        self._wpr = 0
+        # Levels per row, refreshed from cfg whenever its generation changes.
+        self._lim = array("l", [0] * _N)
+        self._rel = array("l", [0] * _N)
+        self._dly = array("l", [0] * _N)
+        self._wlim = array("l", [0] * _N)
+        self._wrel = array("l", [0] * _N)
+        self._gen = -1
+        self._reld = 0  # release_delay_ms
+        # This cycle's quantities (bms.faults Q_*) and which are known.
+        self._qv = array("l", [0] * ft.N_Q)
+        self._qk = 0
         self._last_ms = 0
         self._started = False
-        self._seq = -1  # snap.seq of the last read whose SYS_STAT was judged
-        self._inc_ms = 0  # how long the measurement has been incomplete
-        self._ignore = 0  # SYS_STAT bits to clear (not judge) at the next read (after reset)
+        self._seq = -1  # snap.seq of the last read whose trips were judged
+        self._ignore = 0  # trips to acknowledge (not judge) at the next read (after a reset)
         self._snap = None
         self._fet_attr = False  # the snapshot has a board FET sensor (fet_temp_dc)
         self._cmin = 0  # last plausible minimum cell (for reset_latched)
         self._cells_ok = False
-        # Sanity of the hand-written masks (import-time cost only).
-        if (_mask(DIR_CHG) != MASK_CHG or _mask(DIR_DSG) != MASK_DSG
-                or _FLAGS_ALL != FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_CURRENT_VALID
-                | FLAG_TEMPS_VALID):
-            raise ValueError("protection masks")
+        self._now = 0
+        self._dt = 0
+        self._boot = True
+        # Per-cycle scratch (set by _measure / _health; created here so update() never grows
+        # the instance dictionary).
+        self._fresh = False
+        self._flags = 0
+        self._cread = 0
+        self._cplaus = False
+        self._cmin_raw = 0
+        self._sum_diff = 0
+        self._tplaus = False
+        self._tmin_raw = 0
+        self._new = False
+        self._trips = 0
 
-    # --- debounce helpers (allocation-free; dt and now are in self._dt / self._now) --------
+    # --- configuration ------------------------------------------------------------------
+    def _refresh(self, c):
+        """Cache each row's levels and delays (getattr by field name: allocation-free)."""
+        n = c.cells
+        ts = self.temp_sample_ms
+        for i in range(_N):
+            row = ft.FAULTS[i]
+            f = row[2]
+            lim = getattr(c, row[5]) if row[5] else 0
+            d = getattr(c, row[6]) if row[6] else 0
+            if f & ft.T_TEMP:
+                d = d - ts if d > ts else 0
+            below = f & _T_BELOW
+            rf = row[7]
+            if f & _T_WARN_ONLY:
+                rel = lim - (lim >> 2)
+            elif rf is None:
+                rel = lim
+            elif f & ft.T_HYST:
+                h = getattr(c, rf)
+                rel = lim + h if below else lim - h
+            else:
+                rel = getattr(c, rf)
+            self._lim[i] = lim
+            self._rel[i] = rel
+            self._dly[i] = d
+            if row[8]:
+                m = getattr(c, row[8])
+                if f & ft.T_WPCT:
+                    w = lim * (100 - m) // 100
+                    h = (lim - w) // 2 + 1
+                else:
+                    k = n if f & ft.T_WPACK else 1
+                    h = ((m >> 1) + 1) * k
+                    w = lim + m * k if below else lim - m * k
+                self._wlim[i] = w
+                self._wrel[i] = w + h if below else w - h
+        self._reld = c.release_delay_ms
+        self._gen = c.generation
+
+    # --- the one debounce primitive (faults and warnings) ------------------------------------
+    def _db(self, k, active, cond, rel, unk, delay, sticky):
+        """One step of timer slot k. cond: value in the trip zone; rel: known and in the
+        release zone; unk: value unknown (counts as the trip zone); neither: the hysteresis
+        band (timers hold). Returns 1 when the set delay has elapsed, 2 when an active entry
+        has been in its release zone for release_delay_ms, else 0."""
+        dt = self._dt
+        if active:
+            if rel:
+                t = _cap(self._rt[k] + dt)
+                if t >= self._reld:
+                    self._rt[k] = 0
+                    self._st[k] = 0
+                    self._on[k] = 0
+                    return 2
+                self._rt[k] = t
+            else:
+                self._rt[k] = 0
+            return 0
+        if cond or unk:
+            self._rt[k] = 0
+            if self._on[k]:
+                t = _cap(self._st[k] + dt)
+            else:
+                t = 0
+                self._on[k] = 1
+            self._st[k] = t
+            return 1 if t >= delay else 0
+        if rel and self._on[k]:
+            if sticky:
+                g = _cap(self._rt[k] + dt)
+                if g >= self._reld:
+                    self._on[k] = 0
+                    self._st[k] = 0
+                    g = 0
+                self._rt[k] = g
+            else:
+                self._on[k] = 0
+                self._st[k] = 0
+        return 0
+
+    def _covered(self, i):
+        """Active faults (other than i) already hold open every FET that fault i opens."""
+        f = self.faults & ~(1 << i)
+        d = ft.DIRS[i]
+        return (not d & DIR_CHG or f & MASK_CHG) and (not d & DIR_DSG or f & MASK_DSG)
+
     def _set(self, i, val):
-        bit = 1 << i
-        self.faults |= bit
+        self.faults |= 1 << i
         self._rt[i] = 0
-        self._at[i] = 0
-        self._pr &= ~bit
         self.events.add(self._now, EV_FAULT_SET, i, val)
 
     def _clear(self, i, val):
-        bit = 1 << i
-        self.faults &= ~bit
+        self.faults &= ~(1 << i)
         self._st[i] = 0
         self._rt[i] = 0
-        self._pc &= ~bit
-        self._pr &= ~bit
+        self._on[i] = 0
         self.events.add(self._now, EV_FAULT_CLEAR, i, val)
 
-    def _fault(self, i, cond, rel, val, delay):
-        """Debounce fault i. cond: trip zone, rel: release zone (neither: hysteresis band,
-        timers hold). Returns 1 when the fault cleared in this call."""
+    def _fault(self, i, cond, rel, unk, val, delay, sticky=False):
+        """Debounce protection fault i. Returns True when it cleared in this call."""
         bit = 1 << i
-        if self.faults & bit:
-            if self.latched & bit:
-                return 0
-            if not rel:
-                self._pr &= ~bit
-                self._rt[i] = 0
-                return 0
-            t = 0
-            if self._pr & bit:
-                t = self._rt[i] + self._dt
-                if t > _T_CAP:
-                    t = _T_CAP
-            self._pr |= bit
-            if t >= self.cfg.release_delay_ms:
-                self._clear(i, val)
-                return 1
-            self._rt[i] = t
-            return 0
-        if cond:
-            t = 0
-            if self._pc & bit:
-                t = self._st[i] + self._dt
-                if t > _T_CAP:
-                    t = _T_CAP
-            self._pc |= bit
-            self._st[i] = t
-            if t >= delay:
+        active = self.faults & bit
+        if active and self.latched & bit:
+            return False
+        r = self._db(i, active, cond, rel, unk, delay, sticky)
+        if r == 2:
+            self._clear(i, val)
+            return True
+        if r == 1:
+            if cond:
                 self._set(i, val)
-        elif rel:
-            self._pc &= ~bit
-            self._st[i] = 0
-        return 0
+            elif not self._covered(i):
+                self._set(i, UNKNOWN)
+        return False
 
-    def _retry(self, i, cond, rel, hold, val, delay):
-        """Debounce a retry fault (over-current, OCD, SCD): it clears oc_retry_ms after it
-        set unless `hold`; the trip beyond oc_retry_max latches. Neither cond nor rel (no
-        valid reading): the set timer holds. Returns 1 when it cleared."""
+    def _warn(self, i, cond, rel, val, delay):
+        k = _N + i
         bit = 1 << i
-        dt = self._dt
+        active = self.warnings & bit
+        r = self._db(k, active, cond, rel, False, delay, False)
+        if r == 2:
+            self.warnings &= ~bit
+            self.events.add(self._now, EV_WARN_CLEAR, i, val)
+        elif r == 1 and cond:
+            self.warnings |= bit
+            self._rt[k] = 0
+            self.events.add(self._now, EV_WARN_SET, i, val)
+
+    def _retry(self, i, cond, rel, unk, hold, val, delay):
+        """Debounce a retry fault (over-current, OCD, SCD): it clears oc_retry_ms after it set
+        unless `hold`; the trip beyond oc_retry_max latches (a trip on a known value only).
+        Returns True when it cleared."""
+        bit = 1 << i
+        c = self.cfg
         if self.faults & bit:
             if self.latched & bit:
-                return 0
-            t = self._rt[i] + dt
-            if t > _T_CAP:
-                t = _T_CAP
+                return False
+            t = _cap(self._rt[i] + self._dt)
             self._rt[i] = t
-            if t >= self.cfg.oc_retry_ms and not hold:
+            if t >= c.oc_retry_ms and not hold:
                 self._clear(i, val)
-                return 1
-            return 0
-        q = self._qt[i] + dt
-        if q > _T_CAP:
-            q = _T_CAP
-        if self.trips[i] and q >= self.cfg.oc_retry_ms * _DECAY_FACTOR:
+                return True
+            return False
+        q = _cap(self._qt[i] + self._dt)
+        if self.trips[i] and q >= c.oc_retry_ms * _DECAY_FACTOR:
             self.trips[i] -= 1
             q = 0
         self._qt[i] = q
+        if self._db(i, False, cond, rel, unk, delay, False) != 1:
+            return False
         if not cond:
-            if rel:
-                self._pc &= ~bit
-                self._st[i] = 0
-            return 0
-        t = 0
-        if self._pc & bit:
-            t = self._st[i] + dt
-            if t > _T_CAP:
-                t = _T_CAP
-        self._pc |= bit
-        self._st[i] = t
-        if t >= delay:
-            self._set(i, val)
-            self._qt[i] = 0
-            n = self.trips[i]
-            if n < 255:
-                self.trips[i] = n + 1
-            if n >= self.cfg.oc_retry_max:
-                self.latched |= bit
-                self.events.add(self._now, EV_LATCH, i, val)
-        return 0
+            if not self._covered(i):
+                self._set(i, UNKNOWN)
+            return False
+        self._set(i, val)
+        self._qt[i] = 0
+        n = self.trips[i]
+        if n < 255:
+            self.trips[i] = n + 1
+        if n >= c.oc_retry_max:
+            self.latched |= bit
+            self.events.add(self._now, EV_LATCH, i, val)
+        return False
 
-    def _warn(self, i, cond, rel, val, delay):
-        bit = 1 << i
-        if self.warnings & bit:
-            if not rel:
-                self._wpr &= ~bit
-                self._wrt[i] = 0
-                return
-            t = 0
-            if self._wpr & bit:
-                t = self._wrt[i] + self._dt
-                if t > _T_CAP:
-                    t = _T_CAP
-            self._wpr |= bit
-            if t >= self.cfg.release_delay_ms:
-                self.warnings &= ~bit
-                self._wst[i] = 0
-                self._wrt[i] = 0
-                self._wpc &= ~bit
-                self._wpr &= ~bit
-                self.events.add(self._now, EV_WARN_CLEAR, i, val)
-            else:
-                self._wrt[i] = t
-            return
-        if cond:
-            t = 0
-            if self._wpc & bit:
-                t = self._wst[i] + self._dt
-                if t > _T_CAP:
-                    t = _T_CAP
-            self._wpc |= bit
-            self._wst[i] = t
-            if t >= delay:
-                self.warnings |= bit
-                self._wrt[i] = 0
-                self._wpr &= ~bit
-                self.events.add(self._now, EV_WARN_SET, i, val)
-        elif rel:
-            self._wpc &= ~bit
-            self._wst[i] = 0
-
-    def _hold_clear(self, i, hold, stat, statbit):
-        """Clear a SYS_STAT bit (XREADY, OVRD) once its fault has been set for `hold` ms, and
-        again every `hold` ms while the AFE keeps reporting it."""
-        if not self.faults & (1 << i):
-            return
-        t = self._at[i] + self._dt
-        if t > _T_CAP:
-            t = _T_CAP
-        if stat & statbit and t >= hold:
-            self.clear_stat |= statbit
-            t = 0
-        self._at[i] = t
-
+    # --- outputs ---------------------------------------------------------------------------
     def _outputs_off(self):
         self.chg_fet = False
         self.dsg_fet = False
@@ -441,9 +385,10 @@ class Protection:
     def update(self, snap, now_ms):
         """Judge one snapshot (also after a failed read) and set the FET commands."""
         c = self.cfg
+        if c.generation != self._gen:
+            self._refresh(c)
         self._now = now_ms
-        self.clear_stat = 0
-        self.afe_restore = False
+        self.ack = 0
         dt = 0
         if self._started:
             dt = now_ms - self._last_ms
@@ -460,35 +405,38 @@ class Protection:
         if self._snap is not snap:
             self._snap = snap
             self._fet_attr = hasattr(snap, "fet_temp_dc")
+        good = self._measure(snap, now_ms)
+        self.good = good
         boot = self.state == STATE_BOOT
+        self._boot = boot
+        self._bus(snap)
+        if boot and not good:
+            # Nothing else is judged before the first complete, plausible reading: FETs off.
+            self._outputs_off()
+            return
+        self._health(snap, now_ms)
+        self._plausibility(snap)
+        self._thresholds()
+        self._afe_trips(snap)
+        if self.ack:
+            self.events.add(now_ms, EV_AFE_STAT, snap.trips, self.ack)
+        self._decide(good)
 
-        # --- measurement quality ---------------------------------------------------------
-        errors = snap.errors
-        flags = snap.flags
-        age = now_ms - snap.t_ms
-        fresh = errors == 0 and snap.seq > 0 and age <= c.stale_ms
-        complete = fresh and (flags & _FLAGS_ALL) == _FLAGS_ALL
-        if errors == 0 and not complete:
-            t = self._inc_ms + dt
-            self._inc_ms = t if t < _T_CAP else _T_CAP
-        else:
-            self._inc_ms = 0
-        new = errors == 0 and snap.seq != self._seq
-        stat = 0
-        if new:
-            self._seq = snap.seq
-            stat = snap.sys_stat & 0x3F
-            ign = self._ignore
-            if ign:
-                # Bits left over from a latched trip that was just reset: clear, do not judge.
-                self.clear_stat |= stat & ign
-                stat &= ~ign
-                self._ignore = 0
-
-        cells_ok = fresh and (flags & FLAG_CELLS_VALID) != 0
-        cmin = cmax = csum = 0
+    def _measure(self, snap, now_ms):
+        """This cycle's quantities and which of them are known. Returns True when the reading
+        is complete, fresh and plausible (the only kind on which a FET may close)."""
+        c = self.cfg
+        qv = self._qv
+        fresh = (snap.errors == 0 and snap.cfg_err == 0 and snap.seq > 0
+                 and now_ms - snap.t_ms <= c.stale_ms)
+        self._fresh = fresh
+        flags = snap.flags if fresh else 0
+        self._flags = flags
+        known = 0
+        # cells
         cplaus = False
-        if cells_ok:
+        cmin = cmax = csum = 0
+        if flags & FLAG_CELLS_VALID:
             cells = snap.cell_mv
             cmin = cmax = cells[0]
             cplaus = True
@@ -501,36 +449,52 @@ class Protection:
                     cmax = v
                 if v < _CELL_MIN_MV or v > _CELL_MAX_MV:
                     cplaus = False
-        cv = cells_ok and cplaus
-        self._cells_ok = cv
-        if cv:
-            self._cmin = cmin
-        pack_ok = fresh and (flags & FLAG_PACK_VALID) != 0
+            if cplaus:
+                known |= (1 << ft.Q_CELL_MAX) | (1 << ft.Q_CELL_MIN) | (1 << ft.Q_SPREAD)
+                qv[ft.Q_CELL_MAX] = cmax
+                qv[ft.Q_CELL_MIN] = cmin
+                qv[ft.Q_SPREAD] = cmax - cmin
+                self._cmin = cmin
+        self._cread = flags & FLAG_CELLS_VALID
+        self._cplaus = cplaus
+        self._cells_ok = cplaus
+        self._cmin_raw = cmin
+        # pack and the sum check
         pack = snap.pack_mv
-        cur_ok = fresh and (flags & FLAG_CURRENT_VALID) != 0
-        cur = snap.current_ma
-
-        temps_ok = fresh and (flags & FLAG_TEMPS_VALID) != 0
-        tplaus = True
+        if flags & FLAG_PACK_VALID:
+            known |= 1 << ft.Q_PACK
+            qv[ft.Q_PACK] = pack
+        diff = csum - pack
+        self._sum_diff = diff if diff >= 0 else -diff
+        # current
+        if flags & FLAG_CURRENT_VALID:
+            known |= (1 << ft.Q_CHG_I) | (1 << ft.Q_DSG_I)
+            qv[ft.Q_CHG_I] = snap.current_ma
+            qv[ft.Q_DSG_I] = -snap.current_ma
+        # thermistors: every one valid and plausible, else the window is unknown
+        tplaus = False
         tmin = tmax = 0
-        nt = 0
-        if temps_ok:
+        if flags & FLAG_TEMPS_VALID:
             temps = snap.temp_dc
+            tplaus = True
+            tmin = tmax = temps[0]
             for k in range(snap.n_temps):
                 t = temps[k]
-                if t == TEMP_INVALID_DC:
+                if t == TEMP_INVALID_DC or t < _TEMP_MIN_DC or t > _TEMP_MAX_DC:
                     tplaus = False
-                    continue
-                if t < _TEMP_MIN_DC or t > _TEMP_MAX_DC:
-                    tplaus = False  # and still judged: too cold/hot trips OT/UT as well
-                if nt == 0 or t < tmin:
+                if t < tmin:
                     tmin = t
-                if nt == 0 or t > tmax:
+                if t > tmax:
                     tmax = t
-                nt += 1
-        tv = temps_ok and nt > 0
-        fet_t = TEMP_INVALID_DC
+            if tplaus:
+                known |= (1 << ft.Q_TEMP_MAX) | (1 << ft.Q_TEMP_MIN)
+                qv[ft.Q_TEMP_MAX] = tmax
+                qv[ft.Q_TEMP_MIN] = tmin
+        self._tplaus = tplaus
+        self._tmin_raw = tmin
+        # optional FET / die sensor
         if fresh:
+            fet_t = TEMP_INVALID_DC
             t = snap.die_temp_dc
             if _TEMP_MIN_DC <= t <= _TEMP_MAX_DC:
                 fet_t = t
@@ -538,101 +502,152 @@ class Protection:
                 t = snap.fet_temp_dc
                 if _TEMP_MIN_DC <= t <= _TEMP_MAX_DC and (fet_t == TEMP_INVALID_DC or t > fet_t):
                     fet_t = t
-        fv = fet_t != TEMP_INVALID_DC
+            if fet_t != TEMP_INVALID_DC:
+                known |= 1 << ft.Q_FET_T
+                qv[ft.Q_FET_T] = fet_t
+        self._qk = known
+        return ((flags & _FLAGS_ALL) == _FLAGS_ALL and cplaus and tplaus
+                and self._sum_diff <= c.sum_tol_mv)
 
-        # --- AFE health: no debounce, both FETs open in this very cycle ------------------
-        self._fault(F_AFE_LOST, errors > 0, errors == 0, errors, 0)
-        stale = age > c.stale_ms or self._inc_ms > c.stale_ms
-        self._fault(F_AFE_STALE, stale and errors == 0, not stale, age, 0)
-        # XREADY / OVRD_ALERT: the AFE itself opened both FETs. The bit is cleared after a
-        # hold time; the fault releases once reads show it gone for release_delay_ms.
-        self._hold_clear(F_XREADY, _XREADY_HOLD_MS, stat, STAT_XREADY)
-        if self._fault(F_XREADY, stat & STAT_XREADY, new and not stat & STAT_XREADY, stat, 0):
-            self.afe_restore = True
-        self._hold_clear(F_OVRD, _OVRD_HOLD_MS, stat, STAT_OVRD)
-        if self._fault(F_OVRD, stat & STAT_OVRD, new and not stat & STAT_OVRD, stat, 0):
-            self.afe_restore = True
+    def _bus(self, snap):
+        """The AFE lost (bus or CRC failure after the driver's retries), or not holding its
+        configuration (reset, upset): both FETs open in this very cycle (no delay)."""
+        err = snap.errors
+        self._fault(F_AFE_LOST, err > 0, err == 0, False, err, 0)
+        # Released only by a complete reading: after a re-initialisation the chip needs its
+        # first conversions (thermistors: up to 2.5 s) before anything may close.
+        cfg_err = snap.cfg_err
+        complete = self._fresh and (self._flags & _FLAGS_ALL) == _FLAGS_ALL
+        self._fault(F_AFE_CONFIG, cfg_err != 0, complete, False, cfg_err, 0)
 
-        # --- plausibility ------------------------------------------------------------------
-        pd = 0 if boot else c.plaus_delay_ms
-        td = 0 if boot else _temp_debounce(c.temp_delay_ms)
-        self._fault(F_TEMP_SENSOR, temps_ok and not tplaus, temps_ok and tplaus, tmin, td)
-        self._fault(F_CELL_IMPLAUSIBLE, cells_ok and not cplaus, cv, cmin, pd)
-        diff = csum - pack
-        if diff < 0:
-            diff = -diff
-        sv = cv and pack_ok
+    def _health(self, snap, now_ms):
+        """Stale or incomplete data, and the AFE's device-fault and override trips."""
+        c = self.cfg
+        ok = snap.errors == 0
+        cfg_err = snap.cfg_err
+        age = now_ms - snap.t_ms
+        complete = self._fresh and (self._flags & _FLAGS_ALL) == _FLAGS_ALL
+        # A reading older than stale_ms: at once. Incomplete readings: for stale_ms in total
+        # (sticky: an intermittent gap still trips). Not judged while the AFE is lost or being
+        # re-initialised (those faults already hold both FETs open, for the same cause).
+        if ok and cfg_err == 0 and not self.faults & ((1 << F_AFE_LOST) | (1 << F_AFE_CONFIG)):
+            d = 0 if (age > c.stale_ms or self._boot) else c.stale_ms
+            self._fault(F_AFE_STALE, not complete, complete, False, age, d, True)
+        # New read: the AFE's own trips (device fault, external override) open both FETs.
+        new = ok and cfg_err == 0 and snap.seq != self._seq
+        self._new = new
+        trips = 0
+        if new:
+            self._seq = snap.seq
+            trips = snap.trips
+            ign = self._ignore
+            if ign:
+                # Left over from a latched trip that was just reset: acknowledge, do not judge.
+                self.ack |= trips & ign
+                trips &= ~ign
+                self._ignore = 0
+        self._trips = trips
+        # Acknowledged once when the fault sets: the driver clears the trip after the chip's
+        # hold-off, and again after every hold-off while the chip keeps reporting it.
+        was = self.faults
+        self._fault(F_XREADY, trips & TRIP_DEVICE, new and not trips & TRIP_DEVICE, False,
+                    trips, 0)
+        self._fault(F_OVRD, trips & TRIP_OVRD, new and not trips & TRIP_OVRD, False, trips, 0)
+        raised = self.faults & ~was
+        if raised & (1 << F_XREADY):
+            self.ack |= TRIP_DEVICE
+        if raised & (1 << F_OVRD):
+            self.ack |= TRIP_OVRD
+
+    def _plausibility(self, snap):
+        """Quality faults (sticky): a thermistor open/shorted/implausible, a cell outside
+        0.5..5 V (open or shorted tap), the cells not adding up to the pack voltage."""
+        c = self.cfg
+        boot = self._boot
+        t_read = self._flags & FLAG_TEMPS_VALID
+        d = 0 if boot else self._dly[F_TEMP_SENSOR]
+        self._fault(F_TEMP_SENSOR, t_read and not self._tplaus, t_read and self._tplaus, False,
+                    self._tmin_raw, d, True)
+        c_read = self._cread
+        d = 0 if boot else self._dly[F_CELL_IMPLAUSIBLE]
+        self._fault(F_CELL_IMPLAUSIBLE, c_read and not self._cplaus, c_read and self._cplaus,
+                    False, self._cmin_raw, d, True)
+        sv = self._cplaus and self._flags & FLAG_PACK_VALID
+        diff = self._sum_diff
         tol = c.sum_tol_mv
-        self._fault(F_SUM_MISMATCH, sv and diff > tol, sv and diff <= tol, diff, pd)
+        d = 0 if boot else self._dly[F_SUM_MISMATCH]
+        self._fault(F_SUM_MISMATCH, sv and diff > tol, sv and diff <= tol, False, diff, d, True)
 
-        # --- cell and pack voltage -----------------------------------------------------------
-        # Judged on every cell read, plausible or not: a reading beyond a limit trips it.
-        ok = cells_ok
-        d = 0 if boot else c.cell_ov_delay_ms
-        self._fault(F_CELL_OV, ok and cmax > c.cell_ov_mv, ok and cmax < c.cell_ov_release_mv,
-                    cmax, d)
-        d = 0 if boot else c.cell_uv_delay_ms
-        self._fault(F_CELL_UV, ok and cmin < c.cell_uv_mv, ok and cmin > c.cell_uv_release_mv,
-                    cmin, d)
-        d = 0 if boot else c.cell_deep_uv_delay_ms
-        self._fault(F_DEEP_UV, cv and cmin < c.cell_deep_uv_mv, False, cmin, d)
-        if self.faults & _B_DEEP_UV and not self.latched & _B_DEEP_UV:
-            self.latched |= _B_DEEP_UV
-            self.events.add(now_ms, EV_LATCH, F_DEEP_UV, cmin)
-        d = 0 if boot else c.pack_v_delay_ms
-        hy = c.pack_v_release_mv
-        lim = c.pack_ov_mv
-        self._fault(F_PACK_OV, pack_ok and pack > lim, pack_ok and pack < lim - hy, pack, d)
-        lim = c.pack_uv_mv
-        self._fault(F_PACK_UV, pack_ok and pack < lim, pack_ok and pack > lim + hy, pack, d)
-        # Hardware OV/UV trips: set on the bit, cleared (bit and fault) on the software release.
-        if self._fault(F_HW_OV, stat & STAT_OV, ok and cmax < c.cell_ov_release_mv, cmax, 0):
-            self.clear_stat |= STAT_OV
-        if self._fault(F_HW_UV, stat & STAT_UV, ok and cmin > c.cell_uv_release_mv, cmin, 0):
-            self.clear_stat |= STAT_UV
+    def _thresholds(self):
+        """Every threshold row of the table: the fault and its warning."""
+        qv = self._qv
+        qk = self._qk
+        boot = self._boot
+        rows = _THRESHOLD_ROWS
+        for j in range(len(rows)):
+            i = rows[j]
+            f = ft.FLAGS[i]
+            q = _QS[i]
+            known = (qk >> q) & 1
+            v = qv[q] if known else 0
+            lim = self._lim[i]
+            below = f & _T_BELOW
+            if known:
+                if below:
+                    cond = v < lim
+                    rel = v > self._rel[i]
+                else:
+                    cond = v > lim
+                    rel = v < self._rel[i]
+            else:
+                cond = rel = False
+            d = self._dly[i]
+            if f & _T_WARN_ONLY:
+                self._warn(i, cond, rel, v, d)
+                continue
+            unk = not known and (_Q_MUST >> q) & 1
+            dd = 0 if boot else d
+            if f & _T_RETRY:
+                self._retry(i, cond, rel, unk, cond, v, dd)
+            elif f & _T_LATCH:
+                bit = 1 << i
+                if not self.faults & bit:
+                    # Latches on a known value only; an unknown one keeps its timer running.
+                    if self._db(i, False, cond, rel, unk, dd, False) == 1 and cond:
+                        self._set(i, v)
+                        self.latched |= bit
+                        self.events.add(self._now, EV_LATCH, i, v)
+            else:
+                self._fault(i, cond, rel, unk, v, dd)
+            if ft.FAULTS[i][8] and known:
+                w = self._wlim[i]
+                wr = self._wrel[i]
+                if below:
+                    self._warn(i, v < w, v > wr, v, d)
+                else:
+                    self._warn(i, v > w, v < wr, v, d)
 
-        # --- current: software levels, hardware OCD/SCD; retry then latch -------------------
-        d = 0 if boot else c.chg_oc_delay_ms
-        x = cur_ok and cur > c.chg_oc_ma
-        self._retry(F_CHG_OC, x, cur_ok, x, cur, d)  # no retry while the current still flows
-        d = 0 if boot else c.dsg_oc_delay_ms
-        x = cur_ok and -cur > c.dsg_oc_ma
-        self._retry(F_DSG_OC, x, cur_ok, x, -cur, d)
-        # Hardware trips: the bit stays set until cleared here, at the retry time.
-        if self._retry(F_HW_OCD, stat & STAT_OCD, new, False, stat, 0):
-            self.clear_stat |= STAT_OCD
-        if self._retry(F_SCD, stat & STAT_SCD, new, False, stat, 0):
-            self.clear_stat |= STAT_SCD
+    def _afe_trips(self, snap):
+        """The AFE's own protection (outer layer): OV/UV clear with the software release of
+        cell OV/UV; OCD/SCD retry like software over-current."""
+        trips = self._trips
+        new = self._new
+        qk = self._qk
+        qv = self._qv
+        hi = qk >> ft.Q_CELL_MAX & 1
+        v = qv[ft.Q_CELL_MAX] if hi else 0
+        if self._fault(F_HW_OV, trips & TRIP_OV, hi and v < self._rel[F_HW_OV], False, v, 0):
+            self.ack |= TRIP_OV
+        lo = qk >> ft.Q_CELL_MIN & 1
+        v = qv[ft.Q_CELL_MIN] if lo else 0
+        if self._fault(F_HW_UV, trips & TRIP_UV, lo and v > self._rel[F_HW_UV], False, v, 0):
+            self.ack |= TRIP_UV
+        if self._retry(F_HW_OCD, trips & TRIP_OCD, new, False, False, trips, 0):
+            self.ack |= TRIP_OCD
+        if self._retry(F_SCD, trips & TRIP_SCD, new, False, False, trips, 0):
+            self.ack |= TRIP_SCD
 
-        # --- temperatures --------------------------------------------------------------------
-        # temp_delay_ms counts from the TRUE crossing: it includes the AFE's 2 s temperature
-        # conversion period (and 0.1 degC resolution), so the debounce after the first reading
-        # beyond the limit is what is left of it.
-        d = 0 if boot else _temp_debounce(c.temp_delay_ms)
-        hy = c.temp_release_dc
-        lim = c.chg_temp_max_dc
-        self._fault(F_CHG_OT, tv and tmax > lim, tv and tmax < lim - hy, tmax, d)
-        lim = c.chg_temp_min_dc
-        self._fault(F_CHG_UT, tv and tmin < lim, tv and tmin > lim + hy, tmin, d)
-        lim = c.dsg_temp_max_dc
-        self._fault(F_DSG_OT, tv and tmax > lim, tv and tmax < lim - hy, tmax, d)
-        lim = c.dsg_temp_min_dc
-        self._fault(F_DSG_UT, tv and tmin < lim, tv and tmin > lim + hy, tmin, d)
-        lim = c.fet_temp_max_dc
-        self._fault(F_FET_OT, fv and fet_t > lim, fv and fet_t < lim - hy, fet_t, d)
-
-        # --- warnings (derating only) --------------------------------------------------------
-        self._warnings(c, cv, cmin, cmax, pack_ok, pack, cur_ok, cur, tv, tmin, tmax, fv, fet_t)
-
-        if self.clear_stat & (STAT_OCD | STAT_SCD | STAT_OV | STAT_UV | STAT_OVRD | STAT_XREADY):
-            self.afe_restore = True  # the AFE opened FETs for these: rewrite them
-        if self.clear_stat:
-            self.events.add(now_ms, EV_AFE_STAT, snap.sys_stat, self.clear_stat)
-
-        # --- the state machine ---------------------------------------------------------------
-        if boot and not complete:
-            self._outputs_off()
-            return
+    def _decide(self, good):
         if self.latched:
             self._go(STATE_LATCHED)
         elif self.faults & (MASK_CHG | MASK_DSG):
@@ -653,58 +668,27 @@ class Protection:
         # Body diode: close the blocked FET while the current flows in the direction it
         # would pass anyway, but only for the faults where that is harmless.
         bd = 0
-        on = c.body_diode_ma
-        off = on >> 1
-        if cur_ok and not (ca and da):
-            if not ca and da and self.chg_enable and not f & MASK_CHG & ~_BD_CHG:
+        if (self._qk >> ft.Q_CHG_I) & 1 and not (ca and da):
+            cur = self._qv[ft.Q_CHG_I]
+            on = self.cfg.body_diode_ma
+            off = on >> 1
+            if not ca and da and self.chg_enable and not f & MASK_CHG & ~MASK_BD_CHG:
                 if cur < -on or (self.body_diode == 1 and cur < -off):
                     bd = 1
-            elif not da and ca and self.dsg_enable and not f & MASK_DSG & ~_BD_DSG:
+            elif not da and ca and self.dsg_enable and not f & MASK_DSG & ~MASK_BD_DSG:
                 if cur > on or (self.body_diode == 2 and cur > off):
                     bd = 2
+        chg = ca or bd == 1
+        dsg = da or bd == 2
+        if not good:
+            # A FET closes only on a complete, fresh, plausible reading of this cycle.
+            chg = chg and self.chg_fet
+            dsg = dsg and self.dsg_fet
+            if bd == 1 and not chg or bd == 2 and not dsg:
+                bd = 0
         self.body_diode = bd
-        self.chg_fet = ca or bd == 1
-        self.dsg_fet = da or bd == 2
-
-    def _warnings(self, c, cv, cmin, cmax, pack_ok, pack, cur_ok, cur, tv, tmin, tmax, fv, fet_t):
-        m = c.warn_margin_mv
-        h = (m >> 1) + 1  # warning hysteresis: half the margin
-        lim = c.cell_ov_mv - m
-        self._warn(F_CELL_OV, cv and cmax > lim, cv and cmax < lim - h, cmax, c.cell_ov_delay_ms)
-        lim = c.cell_uv_mv + m
-        self._warn(F_CELL_UV, cv and cmin < lim, cv and cmin > lim + h, cmin, c.cell_uv_delay_ms)
-        n = c.cells
-        lim = c.pack_ov_mv - m * n
-        d = c.pack_v_delay_ms
-        self._warn(F_PACK_OV, pack_ok and pack > lim, pack_ok and pack < lim - h * n, pack, d)
-        lim = c.pack_uv_mv + m * n
-        self._warn(F_PACK_UV, pack_ok and pack < lim, pack_ok and pack > lim + h * n, pack, d)
-        lim = c.imbalance_warn_mv
-        sp = cmax - cmin
-        d = c.release_delay_ms
-        self._warn(F_IMBALANCE, cv and sp > lim, cv and sp < lim - (lim >> 2), sp, d)
-        p = 100 - c.warn_margin_pct
-        lim = c.chg_oc_ma * p // 100
-        h = (c.chg_oc_ma - lim) // 2 + 1
-        self._warn(F_CHG_OC, cur_ok and cur > lim, cur_ok and cur < lim - h, cur,
-                   c.chg_oc_delay_ms)
-        lim = c.dsg_oc_ma * p // 100
-        h = (c.dsg_oc_ma - lim) // 2 + 1
-        self._warn(F_DSG_OC, cur_ok and -cur > lim, cur_ok and -cur < lim - h, -cur,
-                   c.dsg_oc_delay_ms)
-        m = c.warn_margin_dc
-        h = (m >> 1) + 1
-        d = _temp_debounce(c.temp_delay_ms)
-        lim = c.chg_temp_max_dc - m
-        self._warn(F_CHG_OT, tv and tmax > lim, tv and tmax < lim - h, tmax, d)
-        lim = c.chg_temp_min_dc + m
-        self._warn(F_CHG_UT, tv and tmin < lim, tv and tmin > lim + h, tmin, d)
-        lim = c.dsg_temp_max_dc - m
-        self._warn(F_DSG_OT, tv and tmax > lim, tv and tmax < lim - h, tmax, d)
-        lim = c.dsg_temp_min_dc + m
-        self._warn(F_DSG_UT, tv and tmin < lim, tv and tmin > lim + h, tmin, d)
-        lim = c.fet_temp_max_dc - m
-        self._warn(F_FET_OT, fv and fet_t > lim, fv and fet_t < lim - h, fet_t, d)
+        self.chg_fet = chg
+        self.dsg_fet = dsg
 
     # --- explicit requests ---------------------------------------------------------------------
     def reset_latched(self, now_ms):
@@ -716,17 +700,19 @@ class Protection:
         lat = self.latched
         if lat == 0:
             return True
-        if lat & _B_DEEP_UV and (not self._cells_ok or self._cmin < self.cfg.cell_deep_uv_mv):
+        if lat & (1 << F_DEEP_UV) and (
+            not self._cells_ok or self._cmin < self.cfg.cell_deep_uv_mv
+        ):
             return False
-        self._ignore |= (STAT_SCD if lat & _B_SCD else 0) | (STAT_OCD if lat & _B_HW_OCD else 0)
+        self._ignore |= ((TRIP_SCD if lat & (1 << F_SCD) else 0)
+                         | (TRIP_OCD if lat & (1 << F_HW_OCD) else 0))
         self.latched = 0
         self.faults &= ~lat
-        self._pc &= ~lat
-        self._pr &= ~lat
         for i in range(_N):
             if lat & (1 << i):
                 self._st[i] = 0
                 self._rt[i] = 0
+                self._on[i] = 0
                 self.trips[i] = 0
         self.events.add(now_ms, EV_LATCH_RESET, lat, 0)
         return True
@@ -747,3 +733,4 @@ class Protection:
         self._outputs_off()
         self._go(STATE_SHUTDOWN)
         return True
+

@@ -11,19 +11,9 @@ from micropython import const
 # Sentinel for a temperature input that is absent or unreadable.
 TEMP_INVALID_DC = const(-32768)
 
-# Bits of Snapshot.sys_stat: the BQ769x0's SYS_STAT register (DS Table 8-3), all write-1-to-clear;
-# b6 is reserved. The driver stores them raw; protection decides which to clear.
-STAT_CC_READY = const(0x80)
-STAT_XREADY = const(0x20)
-STAT_OVRD = const(0x10)
-STAT_UV = const(0x08)
-STAT_OV = const(0x04)
-STAT_SCD = const(0x02)
-STAT_OCD = const(0x01)
-STAT_ALL = const(0xBF)  # every defined bit
-
 # Bits of Snapshot.flags (measurement quality, set by the AFE driver).
-FLAG_CELLS_VALID = const(0x01)  # every cell voltage of this cycle was read and CRC-checked
+FLAG_CELLS_VALID = const(0x01)  # every cell of this cycle was read (CRC-checked, ADC running);
+#                                  plausibility (0.5..5 V) is protection's judgement
 FLAG_PACK_VALID = const(0x02)  # pack voltage read
 FLAG_CURRENT_VALID = const(0x04)  # current is from a CC result of this or the previous cycle
 FLAG_TEMPS_VALID = const(0x08)  # thermistors read (values may still be implausible)
@@ -43,7 +33,8 @@ class Snapshot:
         self.pack_mv = 0  # AFE BAT measurement
         self.current_ma = 0  # from the coulomb counter, + = charging
         self.die_temp_dc = TEMP_INVALID_DC  # AFE die temperature when measured
-        self.sys_stat = 0  # AFE SYS_STAT bits latched at this read (STAT_* above)
+        self.trips = 0  # the AFE's own protection trips reported at this read (bms.afe TRIP_*)
+        self.cfg_err = 0  # != 0: the AFE does not hold its configuration (bms.afe CFG_ERR)
         self.chg_fet = False  # FET state read back from the AFE
         self.dsg_fet = False
         self.bal_mask = 0  # balancing bits applied, bit 0 = cell 1

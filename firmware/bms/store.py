@@ -33,6 +33,7 @@ ST_SAVED = const(1)
 ST_FALLBACK = const(2)
 ST_MISSING = const(3)
 ST_CORRUPT = const(4)
+ST_FOREIGN = const(5)  # (config) saved for another pack identity: not applied (bms.app)
 
 INTERVAL_MS = {"state": 300000, "events": 600000, "config": 0}
 

@@ -31,7 +31,10 @@ above its threshold); DELAY_DIS (trip at the next conversion); FET rules of DS T
 (01 then 10, from 00); then registers reset and the chip is silent until ``boot()``.
 
 Fault injection: inject_xready(), inject_ovrd_alert(), inject_crc_errors(n),
-inject_nack(n), ``lost = True``, ``stale = True`` (ADC results freeze), pack.ts_fault.
+inject_nack(n), ``lost = True``, ``stale = True`` (ADC results freeze), pack.ts_fault,
+power_on_reset(adc_on, keep_data) (registers back to their defaults while the MCU runs),
+upset(reg, xor_mask) (bits of one register flip), ``tap_fault = (cell, mv, bad, n)`` (a cell
+tap reads mv on `bad` of every `n` conversions).
 Test hooks: ``trips`` (list of (t_ms, name), capped at 1000), ``trip_count`` (dict),
 ``violations``, ``writes``/``reads`` (transaction counters), ``nacks``, ``t_ms``.
 """
@@ -206,6 +209,10 @@ class BQ769x0Emu:
         self._nack_n = 0
         self._crc_err_n = 0
         self.bal_cells = 0
+        # An intermittent cell tap (fault injection): (cell index, mV read instead, bad
+        # conversions, out of every n conversions) or None.
+        self.tap_fault = None
+        self._tap_n = 0
         if boot_on_start:
             self.boot()
 
@@ -242,9 +249,43 @@ class BQ769x0Emu:
         self._valid_in_ms = self.boot_wait_ms
 
     def boot(self):
-        """TS1 boot pulse: SHIP -> NORMAL with register defaults, CB bits clear."""
+        """TS1 boot pulse: SHIP -> NORMAL with register defaults, CB bits clear. A chip that is
+        already in NORMAL ignores it."""
+        if not self.shipped:
+            return
         self.shipped = False
         self._reset_regs()
+
+    def power_on_reset(self, adc_on=None, keep_data=True):
+        """A reset of the chip while the MCU keeps running (a supply dip that does not reach
+        SHIP): every control and protection register back at its default, SYS_STAT clear,
+        CB bits off, FETs off. adc_on: whether the ADC comes back on by itself (the
+        datasheet's ambiguity, bq769x0.md 2.3; None = the emulator's adc_en_on_boot).
+        keep_data: the measurement registers keep their last values (frozen while the ADC
+        stays off), else they read 0."""
+        if self.shipped:
+            return
+        saved = bytes(self.regs[VC1_HI:CC_HI + 2])
+        codes = list(self._codes)
+        on_boot = self.adc_en_on_boot
+        if adc_on is not None:
+            self.adc_en_on_boot = adc_on
+        self._reset_regs()
+        self.adc_en_on_boot = on_boot
+        if keep_data:
+            self.regs[VC1_HI:CC_HI + 2] = saved
+            self._codes[:] = codes
+        self._valid_in_ms = 0
+        self._record("POR")
+
+    def upset(self, reg, xor_mask):
+        """Flip bits of one register (a single-event upset, EMI): the chip acts on the new value."""
+        self.regs[reg] ^= xor_mask & 0xFF
+        if PROTECT1 <= reg <= UV_TRIP:
+            self._decode_protect()
+        if reg <= 0x03:
+            self._update_bal()
+        self._record("UPSET")
 
     def _enter_ship(self):
         self._reset_regs()
@@ -553,9 +594,18 @@ class BQ769x0Emu:
             rng = self.rng
             total = 0
             cc = self._chan_cell
+            tap = self.tap_fault
+            bad_cell = -1
+            if tap is not None:
+                self._tap_n += 1
+                if self._tap_n % tap[3] < tap[2]:
+                    bad_cell = tap[0]
             for ch in range(1, self.n_channels + 1):
                 cell = cc[ch]
-                if cell >= 0:
+                if cell >= 0 and cell == bad_cell:
+                    v = tap[1] * 1000 - off_uv
+                    code = (v + half) // gain
+                elif cell >= 0:
                     v = v_uv[cell] - off_uv
                     if noise:
                         v += int(rng.gauss() * noise * 1000.0)

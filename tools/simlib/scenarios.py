@@ -308,6 +308,84 @@ class InverterLost(Scenario):
             sim.inverter.on = not (600000 <= t_ms < 720000)
 
 
+class AfeReset(Scenario):
+    name = "afe-reset"
+    doc = ("a -10 degC LFP pack on a 20 A charger that ignores the limits; at 5 min the AFE "
+           "resets (registers at their defaults, ADC back on): refused, FETs off, re-initialised")
+    hours = 0.25
+    obey_limits = False
+    adc_on = True
+    # From the reset until the firmware has programmed the chip again (CC_CFG back to 0x19):
+    # the discharge FET must be off within one cycle, and close only after re-initialisation.
+    watch = ("afe_config", lambda sim, cfg: sim.afe_unconfigured, "dsg", None)
+
+    def setup(self, sim, opts):
+        sim.pack.set_temperature(-10.0)
+        sim.pack.ambient_c = -10.0
+        sim.afe_unconfigured = False
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        # A charger that ignores the BMS; from 8 min the house draws 10 A instead, so the
+        # discharge FET's recovery after the re-initialisation shows in the log.
+        return 20000 if t_ms < 480000 else -10000
+
+    def step(self, sim, t_ms):
+        if t_ms == 300000:
+            sim.emu.power_on_reset(adc_on=self.adc_on)
+        sim.afe_unconfigured = sim.emu.regs[0x0B] & 0x3F != 0x19
+
+
+class AfeResetAdcOff(AfeReset):
+    name = "afe-reset-adc-off"
+    doc = ("as afe-reset, but the ADC stays off after the reset (cell values freeze, the chip's "
+           "own OV/UV are off): the frozen values are never used as a fresh reading")
+    adc_on = False
+
+
+class AfeUpset(Scenario):
+    name = "afe-upset"
+    doc = ("at 5 min bit 6 of OV_TRIP flips (the hardware OV limit moves up by ~0.4 V): the read-"
+           "back check refuses the reading, both FETs open, the AFE is programmed again")
+    hours = 0.25
+    watch = ("afe_config", lambda sim, cfg: sim.afe_upset, "dsg", None)
+
+    def setup(self, sim, opts):
+        sim.afe_upset = False
+        sim.upset_ov_trip = -1
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        return -_c(sim, 0.05)
+
+    def step(self, sim, t_ms):
+        if t_ms == 300000:
+            sim.upset_ov_trip = sim.emu.regs[0x09] ^ 0x40
+            sim.emu.upset(0x09, 0x40)
+        sim.afe_upset = sim.emu.regs[0x09] == sim.upset_ov_trip
+
+
+class TapOpen(Scenario):
+    name = "tap-open"
+    doc = ("charging near the top, the tap of cell 2 reads 5.2 V on 4 of 5 conversions from 5 to "
+           "8 min (a loose sense wire): cell_implausible opens both FETs, recovery after it holds")
+    hours = 0.25
+    obey_limits = False
+    watch = ("cell_implausible", lambda sim, cfg: sim.emu.tap_fault is not None, "chg",
+             "plaus_delay_ms")
+
+    def setup(self, sim, opts):
+        for i in range(sim.cells):
+            sim.pack.set_cell_soc(i, 0.9)
+        return {}
+
+    def load_ma(self, sim, t_ms):
+        return _c(sim, 0.1)
+
+    def step(self, sim, t_ms):
+        sim.emu.tap_fault = (1, 5200, 4, 5) if 300000 <= t_ms < 480000 else None
+
+
 ALL = (
     Scenario,
     CellOv,
@@ -320,6 +398,10 @@ ALL = (
     ThermistorOpen,
     AfeLost,
     AfeXready,
+    AfeReset,
+    AfeResetAdcOff,
+    AfeUpset,
+    TapOpen,
     Imbalance,
     ImbalanceHome,
     HighCell,
