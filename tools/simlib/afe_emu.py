@@ -279,7 +279,7 @@ class BQ769x0Emu:
         self._record("POR")
 
     def upset(self, reg, xor_mask):
-        """Flip bits of one register (a single-event upset, EMI): the chip acts on the new value."""
+        """Flip bits of one register (a single-event upset): the chip acts on the new value."""
         self.regs[reg] ^= xor_mask & 0xFF
         if PROTECT1 <= reg <= UV_TRIP:
             self._decode_protect()
