@@ -11,9 +11,10 @@ tools/regmap.csv is the ONE register map. Columns:
   access       r (read only) | rw (also writable with FC 6/16)
   scale        register = value * scale ("100") or value / scale ("1/10"), integer result
   unit         unit of the register value (documentation)
-  source       const:N | cfg.FIELD | special:unlock | OBJ.ATTR[.ATTR][[INDEX]] on the BMS object
+  source       const:N | cfg.FIELD | special:unlock | special:factory_reset |
+               OBJ.ATTR[.ATTR][[INDEX]] on the BMS object
   description  documentation
-Writable rows are configuration fields (cfg.*, validated by bms.config) and the unlock register.
+Writable rows are configuration fields (cfg.*, validated by bms.config) and the specials.
 """
 import csv
 import os
@@ -29,8 +30,8 @@ TYPES = {"u16": (0, 1, 0, 0xFFFF), "s16": (1, 1, -0x8000, 0x7FFF),
          "u32": (2, 2, 0, 0xFFFFFFFF), "s32": (3, 2, -0x80000000, 0x7FFFFFFF)}
 ACCESS = {"r": 1, "rw": 3}
 KINDS = {"const": 0, "attr": 1, "index": 2, "cfg": 3, "special": 4}
-ROOTS = ("snap", "prot", "est", "limits", "can", "modbus", "events", "cfg")
-SPECIALS = ("unlock",)
+ROOTS = ("snap", "prot", "est", "limits", "can", "modbus", "events", "cfg", "status")
+SPECIALS = ("unlock", "factory_reset")
 NOT_MAPPED = ("modbus_pin",)  # never readable or writable over Modbus
 _PATH = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)(?:\[(\d+)\])?$")
 
@@ -278,7 +279,12 @@ def render_md(rows):
       "Every accepted change is logged (EV_CONFIG), every refused one (EV_CONFIG_REJECT, at "
       "most one per second) and every unlock/lock (EV_UNLOCK).")
     a("* Configuration writes go through the same validation as every other change "
-      "(`Config.update`): a multi-register write is applied atomically or not at all.")
+      "(`Config.update`): a multi-register write is applied atomically or not at all. "
+      "Hardware limits (`hw_*`) are programmed into the AFE and read back before the write "
+      "is answered; a value the AFE cannot place outside its software limit is refused (03).")
+    a("* The pack's identity (chemistry, cells, capacity) comes from the board file and is "
+      "read-only. `factory_reset`: write 1 while unlocked to put the configuration back to "
+      "the board's defaults (logged as EV_CONFIG_RESET).")
     a("")
     a("| Address | Name | Type | Access | Scale | Unit | Range | Description |")
     a("|---:|---|---|---|---:|---|---|---|")

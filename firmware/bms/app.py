@@ -168,6 +168,7 @@ class Bms:
             from bms.modbus import ModbusServer
 
             self.modbus = ModbusServer(hw.uart, hw.rs485_de, cfg, self.events)
+            self.modbus.on_factory_reset = self.factory_reset
 
     # --- boot ---------------------------------------------------------------------------
     def boot(self):

@@ -55,6 +55,10 @@ class Diag:
             ("balancing", "%s" % _cells_of(s.bal_mask) if s.bal_mask else "-"),
             ("heater/fan", "%s / %s" % (_on(b.thermal.heater), _on(b.thermal.fan))),
             ("AFE errors", "%d (last %d consecutive)" % (s.error_total, s.errors)),
+            ("AFE integrity", "%d readings refused, %d re-initialisations"
+             % (b.afe_refusals, b.afe_inits)),
+            ("configuration", "board defaults: stored one was for another pack (%s)"
+             % b.config_foreign if b.config_foreign else "in force"),
             ("uptime", "%d s" % (self._now() // 1000)),
         )
         self._table(("item", "value"), rows)
@@ -142,6 +146,17 @@ class Diag:
         b.save_config(now)
         self._p("%s = %s" % (name, b.cfg.get(name)))
         return b.cfg.get(name)
+
+    def factory_reset(self):
+        """Configuration back to the board's defaults (hardware limits reprogrammed first);
+        logged and saved."""
+        e = self._bms.factory_reset(self._now(), 2)
+        if e is not None:
+            self._p("refused: %s" % e)
+            return False
+        self._p("configuration reset to the defaults of this board (%s, %d cells, %d mAh)"
+                % (self._bms.cfg.chemistry, self._bms.cfg.cells, self._bms.cfg.capacity_mah))
+        return True
 
     def clear_faults(self):
         """Explicit reset of latched faults (refused while the cause still stands)."""

@@ -139,6 +139,8 @@ class ModbusServer:
         self._scales = regmap.SCALES
         self._unlocked = False
         self._unlock_until = 0
+        # callable(now_ms, interface) -> None or the ConfigError that refused it (bms.app)
+        self.on_factory_reset = None
         self._pin_block_until = 0
         self._last_log_ms = -_LOG_GAP_MS
         self._now = 0
@@ -332,8 +334,8 @@ class ModbusServer:
         ref = (R[o + 3] << 8) | R[o + 4]
         if kind == 0:  # K_CONST
             v = self._consts[ref]
-        elif kind == 4:  # K_SPECIAL (the unlock register)
-            v = 1 if self._unlocked else 0
+        elif kind == 4:  # K_SPECIAL: the unlock register reads 1 while unlocked, others 0
+            v = 1 if self._unlocked and self._paths[ref] == "unlock" else 0
         elif kind == 3:  # K_CFG
             name = self._paths[ref]
             v = getattr(self.cfg, name, 0)
@@ -477,10 +479,12 @@ class ModbusServer:
                 if t == 1 and w & 0x8000:
                     w -= 0x10000
                 i += 1
-            if tak >> 4 == 4:  # the unlock register: alone only
+            if tak >> 4 == 4:  # a special register (unlock, factory_reset): alone only
                 if cnt != 1:
                     return EX_ADDRESS
-                return self._unlock(w, now)
+                if self._paths[(R[ro + 3] << 8) | R[ro + 4]] == "unlock":
+                    return self._unlock(w, now)
+                return self._factory_reset(w, now)
             name = self._paths[(R[ro + 3] << 8) | R[ro + 4]]
             if not self._unlocked:
                 self._log_limited(now, EV_CONFIG_REJECT, field_index(name), w)
@@ -508,6 +512,21 @@ class ModbusServer:
         for name in changes:
             self.events.add(now, EV_CONFIG, field_index(name), _int_or_index(name,
                                                                             changes[name]))
+        self.config_writes += 1
+        self._unlock_until = now + self.cfg.modbus_unlock_ms
+        return 0
+
+    def _factory_reset(self, w, now):
+        """Register factory_reset: 1 (while unlocked) resets the configuration to the board's
+        defaults, through the same validation and hooks as every change (bms.app)."""
+        if not self._unlocked:
+            self._log_limited(now, EV_UNLOCK, 0, _IF_MODBUS)
+            return EX_LOCKED
+        if w != 1:
+            return EX_VALUE
+        fn = self.on_factory_reset
+        if fn is None or fn(now, _IF_MODBUS) is not None:
+            return EX_VALUE
         self.config_writes += 1
         self._unlock_until = now + self.cfg.modbus_unlock_ms
         return 0

@@ -60,6 +60,10 @@ class Status:
         self.bal_mask = 0
         self.heater = False
         self.fan = False
+        # configuration and AFE health (slow)
+        self.config_foreign = 0  # 1: a stored configuration for another pack was not applied
+        self.afe_refusals = 0  # readings refused: the AFE lost its configuration
+        self.afe_inits = 0  # re-initialisations of the AFE
 
     def fill_fast(self, bms, now_ms):
         """Copy measurements and protection outputs; recompute the permissions. Allocates
@@ -109,6 +113,9 @@ class Status:
         self.bal_mask = bms.bal_mask if bms.bal_mask > 0 else 0
         self.heater = bms.thermal.heater
         self.fan = bms.thermal.fan
+        self.config_foreign = 1 if bms.config_foreign else 0
+        self.afe_refusals = bms.afe_refusals
+        self.afe_inits = bms.afe_inits
         self._permissions(bms)
         self.t_ms = now_ms
         self.seq += 1
