@@ -336,6 +336,7 @@ class BQ769x0:
         self._mbuf = bytearray((head + tail) * s)
         mv = memoryview(self._mbuf)
         self._merged = _CTRL_REGS + cell_regs == _BAT_HI  # '40: one transaction
+        self._mv_ctrl = mv[: _CTRL_REGS * s]  # SYS_STAT .. CC_CFG (the gate of set_fets)
         if self._merged:
             self._mv_a = mv
             self._mv_b = None
@@ -352,6 +353,7 @@ class BQ769x0:
         # programmed (None until configure_protection), the CB bits commanded.
         self._prot = None
         self._cfg_ok = False  # init() and configure_protection() verified since the last reset
+        self._inited = False  # init() completed since the chip last lost its configuration
         self._fet_bits = 0  # CHG_ON | DSG_ON as last written (the chip may only clear them)
         self._cb = bytearray(3)  # CB bits commanded per group (likewise)
         # Group (0, 1, 2) of each cell: two neighbouring cells of one group never bleed together.
@@ -486,12 +488,14 @@ class BQ769x0:
         SYS_CTRL2 are read back. read() refuses readings until configure_protection() has
         programmed and verified the protection registers as well."""
         self._cfg_ok = False
+        self._inited = False
         self._prot = None
         self._write(_CC_CFG, _CC_CFG_VALUE)
         if self.read_register(_CC_CFG) & 0x3F != _CC_CFG_VALUE:
             raise AfeError("CC_CFG readback mismatch (address/CRC setting?)")
         self._write(_SYS_CTRL1, self._ctrl1)  # ADC_EN | TEMP_SEL, SHUT bits 0
         self._write(_SYS_CTRL2, _CC_EN)  # coulomb counter on, FETs off
+        self._fet_bits = 0
         self._chg_cmd = False
         self._dsg_cmd = False
         self._bal_cmd = 0
@@ -512,6 +516,8 @@ class BQ769x0:
         self._xr_since = -1
         self._ov_since = -1
         self._hold_ack = 0
+        self._cfg_err = 0
+        self._inited = True  # configure_protection() completes the configuration
 
     def set_calibration(self, gain_uv, offset_mv):
         """Set GAIN (uV/LSB) and OFFSET (mV) and the integer factors derived from them."""
@@ -609,6 +615,7 @@ class BQ769x0:
         snap.errors = 0
         if bad:
             self._cfg_ok = False
+            self._inited = False
             self._cfg_err = bad
             snap.cfg_err = CFG_ERR | bad
             snap.flags = 0
@@ -792,16 +799,35 @@ class BQ769x0:
         if chg or dsg:
             # A trip the chip reports (its SYS_STAT bit still set) keeps its FET off: protection
             # acknowledges it when handled, before it asks for the FET again. Read here, just
-            # before the write, a trip after this cycle's measurement is never switched back on.
-            self._read_regs(_SYS_STAT, 1)
-            stat = self._rbuf[0]
-            if chg and not stat & _ST_CHG_OFF:
-                v |= _CHG_ON
-            if dsg and not stat & _ST_DSG_OFF:
-                v |= _DSG_ON
+            # before the write (with the control and protection registers, checked as in
+            # read()), a trip or a reset after this cycle's measurement never gets a FET back.
+            try:
+                self._read(_SYS_STAT, self._mv_ctrl)
+            except AfeError:
+                self._fets_off()  # opening must not depend on a read
+                raise
+            mb = self._mbuf
+            bad = self._check(mb, self._s)
+            if bad:
+                self._cfg_ok = False
+                self._inited = False
+                self._cfg_err = bad
+            else:
+                stat = mb[0]
+                if chg and not stat & _ST_CHG_OFF:
+                    v |= _CHG_ON
+                if dsg and not stat & _ST_DSG_OFF:
+                    v |= _DSG_ON
         self._fet_bits |= v  # until the write is confirmed either state is expected
         self._write(_SYS_CTRL2, v | _CC_EN)
         self._fet_bits = v
+
+    def _fets_off(self):
+        try:
+            self._write(_SYS_CTRL2, _CC_EN)
+            self._fet_bits = 0
+        except AfeError:
+            pass
 
     def _write_balance(self, mask):
         chans = self.channels
@@ -1001,8 +1027,11 @@ class BQ769x0:
         if got != regs:
             raise AfeError("protection readback mismatch")
         self._prot = regs
-        self._cfg_ok = True
-        self._cfg_err = 0
+        # Verified only together with a completed init() since the chip last lost its
+        # configuration: protection registers alone on a reset chip are not enough.
+        self._cfg_ok = self._inited
+        if self._inited:
+            self._cfg_err = 0
         return self.decode_protection(*got)
 
     def read_protection(self):
