@@ -5,7 +5,20 @@ import math
 from fake_bq import FakeBQ, crc_bits
 from testlib import approx, raises
 
+from bms import afe
 from bms import bq769x0 as bq
+from bms.afe import (
+    CFG_ERR,
+    TRIP_ALL,
+    TRIP_DEVICE,
+    TRIP_OCD,
+    TRIP_OV,
+    TRIP_OVRD,
+    TRIP_SCD,
+    TRIP_UV,
+    AfeConfigError,
+)
+from bms.balancing import Balancer, mask_ok
 from bms.bq769x0 import (
     ATTEMPTS,
     AfeBusError,
@@ -13,22 +26,46 @@ from bms.bq769x0 import (
     AfeError,
     BQ769x0,
 )
+from bms.config import Config
 from bms.snapshot import (
     FLAG_CC_NEW,
     FLAG_CELLS_VALID,
     FLAG_CURRENT_VALID,
     FLAG_PACK_VALID,
     FLAG_TEMPS_VALID,
-    STAT_CC_READY,
-    STAT_OCD,
-    STAT_OV,
-    STAT_OVRD,
-    STAT_SCD,
-    STAT_UV,
-    STAT_XREADY,
-    Snapshot,
     TEMP_INVALID_DC,
+    Snapshot,
 )
+
+# SYS_STAT bits (DS Table 8-3, reference 2.2); written here, not taken from the driver.
+ST_CC_READY = 0x80
+ST_RSVD = 0x40
+ST_XREADY = 0x20
+ST_OVRD = 0x10
+ST_UV = 0x08
+ST_OV = 0x04
+ST_SCD = 0x02
+ST_OCD = 0x01
+# SYS_CTRL1 / SYS_CTRL2 bits (DS Tables 8-7, 8-8, reference 2.3 / 2.4)
+LOAD_PRESENT = 0x80
+ADC_EN = 0x10
+TEMP_SEL = 0x08
+SHUT_A = 0x02
+SHUT_B = 0x01
+DELAY_DIS = 0x80
+CC_EN = 0x40
+CC_ONESHOT = 0x20
+DSG_ON = 0x02
+CHG_ON = 0x01
+# Register addresses (DS Table 8-2)
+SYS_STAT, CELLBAL1, CELLBAL2, CELLBAL3, SYS_CTRL1, SYS_CTRL2 = 0, 1, 2, 3, 4, 5
+PROTECT1, PROTECT2, PROTECT3, OV_TRIP, UV_TRIP, CC_CFG = 6, 7, 8, 9, 10, 11
+# Bits of each control register that carry a setting (reference 2.1 .. 2.5): reserved and
+# read-only bits left out.
+MEANINGFUL = {
+    CELLBAL1: 0x1F, CELLBAL2: 0x1F, CELLBAL3: 0x1F, SYS_CTRL1: 0x1F, SYS_CTRL2: 0xE3,
+    PROTECT1: 0x9F, PROTECT2: 0x7F, PROTECT3: 0xF0, OV_TRIP: 0xFF, UV_TRIP: 0xFF, CC_CFG: 0x3F,
+}
 
 # DS Tables 9-2 .. 9-4 (reference 6), written out independently of the driver's rule.
 MAPS = {
@@ -50,10 +87,21 @@ MAPS = {
 }
 
 
-def make(cells=5, address=0x08, crc=True, gain=382, offset=0, log=True, **kw):
+def protect(drv):
+    """configure_protection() with a plausible request this shunt can honour."""
+    ocd, scd = drv.current_floor_ma()
+    return drv.configure_protection(
+        4200, 1000, 2800, 1000, max(30000, 2 * ocd), 8, max(60000, 3 * scd), 70
+    )
+
+
+def make(cells=5, address=0x08, crc=True, gain=382, offset=0, log=True, prot=True, **kw):
+    """A fake chip and a driver after init() and (prot) configure_protection()."""
     fake = FakeBQ(address=address, crc=crc, gain_uv=gain, offset_mv=offset)
     drv = BQ769x0(fake, cells, address=address, crc=crc, **kw)
     drv.init()
+    if prot:
+        protect(drv)
     snap = Snapshot(cells, kw.get("n_temps", 1))
     if log:
         fake.log = []
@@ -66,6 +114,21 @@ def fill_cells(fake, drv, base_mv=3700):
         fake.set_cell_adc(ch, 0)
     for i, ch in enumerate(drv.channels):
         fake.set_cell_mv(ch, base_mv + 10 * i)
+
+
+def cb_regs(channels, mask):
+    """CELLBAL1..3 for a cell mask, from the datasheet map (CBn bleeds channel n)."""
+    r = [0, 0, 0]
+    for i in range(len(channels)):
+        if mask >> i & 1:
+            c = channels[i] - 1
+            r[c // 5] |= 1 << (c % 5)
+    return r
+
+
+def masked(fake):
+    """The meaningful bits of the control registers 0x01..0x0B."""
+    return {a: fake.regs[a] & m for a, m in MEANINGFUL.items()}
 
 
 # ------------------------------------------------------------------ construction
@@ -90,6 +153,13 @@ def test_constructor_validation():
     BQ769x0(f, 9, variant="BQ76940", n_temps=3)
 
 
+def test_errors_are_the_chip_neutral_ones():
+    assert bq.AfeError is afe.AfeError and bq.AfeBusError is afe.AfeBusError
+    assert bq.AfeCrcError is afe.AfeCrcError and bq.AfeConfigError is afe.AfeConfigError
+    for e in (afe.AfeBusError, afe.AfeCrcError, afe.AfeConfigError):
+        assert issubclass(e, afe.AfeError)
+
+
 def test_input_maps_all_cell_counts():
     for (variant, cells), chans in MAPS.items():
         assert bq.input_map(cells, variant) == chans, (variant, cells)
@@ -107,6 +177,17 @@ def test_input_maps_all_cell_counts():
     assert bq.input_map(9) == MAPS[(76930, 9)]
 
 
+def test_cell_groups_follow_the_datasheet_groups():
+    # group of a cell = the 5-input group of its channel (VC1-5, VC6-10, VC11-15), DS 9.1.8
+    for (variant, cells), chans in MAPS.items():
+        drv = BQ769x0(FakeBQ(), cells, variant=variant)
+        want = tuple((c - 1) // 5 for c in chans)
+        assert tuple(drv.cell_groups) == want, (variant, cells)
+        assert drv.channels == chans
+        for g in range(drv.groups):  # >= 3 cells in every group of the variant
+            assert want.count(g) >= 3, (variant, cells)
+
+
 # ------------------------------------------------------------------ init
 
 
@@ -121,11 +202,31 @@ def test_init_sequence_crc_0x08():
     assert (0x04, b"\x18") in w  # ADC_EN | TEMP_SEL, SHUT bits 0
     assert (0x05, b"\x40") in w  # CC_EN, FETs off
     assert (0x00, b"\xff") in w  # SYS_STAT cleared once
+    assert (0x01, b"\x00") in w  # balancing off
     assert w[0] == (0x0B, b"\x19")
     assert fake.regs[0x0B] == 0x19 and fake.regs[4] == 0x18 and fake.regs[5] == 0x40
     assert fake.regs[0] == 0
     assert fake.bad_crc_writes == 0 and fake.reserved_violations == 0
     assert drv.gain_uv == 382 and drv.offset_mv == 0
+    # SYS_CTRL1 and SYS_CTRL2 read back (one block, with CRC bytes) after they were written
+    r = fake.reads()
+    assert (0x04, 4) in r
+    last_ctrl_write = max(i for i, e in enumerate(fake.log) if e[0] == "w" and e[1] in (4, 5))
+    assert any(e[0] == "r" and e[1] == 0x04 for e in fake.log[last_ctrl_write:])
+
+
+def test_init_fails_when_sys_ctrl_does_not_hold():
+    for reg in (0x04, 0x05):
+        fake = FakeBQ()
+        orig = fake._store
+
+        def stuck(r, v, reg=reg, orig=orig):
+            if r != reg:
+                orig(r, v)
+
+        fake._store = stuck
+        drv = BQ769x0(fake, 5)
+        raises(AfeError, drv.init)
 
 
 def test_init_other_address_and_no_crc():
@@ -190,8 +291,7 @@ def test_ds_cell_examples_gain380_offset30():
 
 def test_cells_follow_input_map():
     for (variant, cells), chans in MAPS.items():
-        n_t = 1
-        fake, drv, snap = make(cells, variant=variant, n_temps=n_t, log=False)
+        fake, drv, snap = make(cells, variant=variant, log=False)
         fill_cells(fake, drv)
         drv.read(snap, 0)
         for i in range(cells):
@@ -209,22 +309,41 @@ def test_negative_offset_cells():
     assert list(snap.cell_mv) == [3819, 3819, 3819]
 
 
-def test_implausible_cell_clears_cells_valid():
+def test_implausible_cells_are_readings_not_invalid():
+    # CELLS_VALID = read, CRC-checked, ADC converting; 0.5..5 V is protection's judgement.
     fake, drv, snap = make(5, log=False)
     fill_cells(fake, drv)
     drv.read(snap, 0)
     assert snap.flags & FLAG_CELLS_VALID
-    fake.set_cell_mv(3, 450)  # below 500 mV on a used input
+    fake.set_cell_mv(3, 450)  # below 500 mV on a used input (an open tap, a dead cell)
     drv.read(snap, 250)
-    assert not snap.flags & FLAG_CELLS_VALID
-    assert snap.flags & FLAG_PACK_VALID
+    assert snap.flags & FLAG_CELLS_VALID and snap.flags & FLAG_PACK_VALID
+    assert approx(snap.cell_mv[2], 450, 1) and snap.cell_min_idx == 2
     fill_cells(fake, drv)
     fake.set_cell_mv(5, 5010)  # above 5000 mV
     drv.read(snap, 500)
-    assert not snap.flags & FLAG_CELLS_VALID
-    fill_cells(fake, drv)
-    drv.read(snap, 750)
     assert snap.flags & FLAG_CELLS_VALID
+    assert approx(snap.cell_mv[4], 5010, 1) and snap.cell_max_idx == 4
+    fake.set_cell_adc(5, 0)  # one used input reads 0: still a reading
+    drv.read(snap, 750)
+    assert snap.flags & FLAG_CELLS_VALID and snap.cell_mv[4] == 0
+
+
+def test_all_zero_cells_are_not_a_reading():
+    # Every used cell code 0: the ADC has not converted (after boot, or a reset with the ADC
+    # off and the data cleared) - neither cells nor pack are readings.
+    for cells, variant in ((5, None), (10, None), (9, 76940), (15, None)):
+        fake, drv, snap = make(cells, variant=variant, log=False)
+        for ch in range(1, 16):
+            fake.set_cell_adc(ch, 0)
+        fake.set_bat(0)
+        drv.read(snap, 0)
+        assert snap.flags & (FLAG_CELLS_VALID | FLAG_PACK_VALID) == 0, (cells, variant)
+        assert snap.flags == 0  # no CC sample, before the temperature hold-off
+        assert snap.cfg_err == 0 and snap.errors == 0
+        fill_cells(fake, drv)
+        drv.read(snap, 250)
+        assert snap.flags & FLAG_CELLS_VALID and snap.flags & FLAG_PACK_VALID
 
 
 def test_shorted_inputs_are_not_checked():
@@ -295,23 +414,34 @@ def test_cc_sign_convention():
 def test_cc_ready_consumed_and_cleared_alone():
     fake, drv, snap = make(5)
     fill_cells(fake, drv)
-    fake.regs[0] = STAT_OV | STAT_XREADY
+    fake.regs[0] = ST_OV | ST_XREADY
     fake.set_cc(100)
     drv.read(snap, 0)
-    assert snap.sys_stat == STAT_CC_READY | STAT_OV | STAT_XREADY
-    assert fake.writes(0x00) == [bytes((STAT_CC_READY,))]
-    assert fake.regs[0] == STAT_OV | STAT_XREADY  # the rest stays latched
+    assert snap.trips == TRIP_OV | TRIP_DEVICE
+    assert fake.writes(0x00) == [bytes((ST_CC_READY,))]  # CC_READY alone (W1C)
+    assert fake.regs[0] == ST_OV | ST_XREADY  # the rest stays latched
     assert snap.cc_seq == 1 and snap.cc_samples == 1 and snap.cc_sum_ma == snap.current_ma
-    # no CC_READY: CC not read, nothing written, current still valid (previous cycle)
+    assert snap.current_ma == (100 * 8440 + 500) // 1000
+    # no CC_READY: a changed CC register is not a sample, nothing written, current still
+    # valid (previous cycle)
     fake.log = []
+    fake.set_cc(-5000, ready=False)
     drv.read(snap, 250)
     assert fake.writes() == []
-    assert all(reg != 0x32 and not (reg <= 0x32 < reg + n // 2) for reg, n in fake.reads())
     assert not snap.flags & FLAG_CC_NEW
     assert snap.flags & FLAG_CURRENT_VALID
+    assert snap.current_ma == (100 * 8440 + 500) // 1000 and snap.cc_samples == 1
     drv.read(snap, 500)
     assert not snap.flags & FLAG_CURRENT_VALID  # two cycles without a CC sample
     assert snap.cc_seq == 1
+    # CC_READY together with every trip bit: still CC_READY alone is written
+    fake.log = []
+    fake.regs[0] = 0x3F
+    fake.set_cc(-5000)
+    drv.read(snap, 750)
+    assert fake.writes(0x00) == [bytes((ST_CC_READY,))]
+    assert fake.regs[0] == 0x3F and snap.trips == TRIP_ALL
+    assert snap.flags & FLAG_CC_NEW and snap.current_ma < 0
 
 
 def test_cc_accumulation_and_missed_samples():
@@ -344,13 +474,23 @@ def _ts_adc(temp_c, beta=3435):
     return int(3.3 * r / (10000.0 + r) / 382e-6 + 0.5)
 
 
+def _die_adc(temp_c):
+    return int((1.200 - 0.0042 * (temp_c - 25)) / 382e-6 + 0.5)
+
+
+WARM = 2500  # first read + this: the first temperature conversion after init is in
+
+
 def test_thermistor_beta():
     fake, drv, snap = make(15, n_temps=3, log=False)
     fill_cells(fake, drv)
+    drv.read(snap, 0)
+    t = WARM
     for temps in ((25, -20, 60), (0, 45, 100), (-35, 10, 120)):
         for i in range(3):
             fake.set_ts(i + 1, _ts_adc(temps[i]))
-        drv.read(snap, 0)
+        drv.read(snap, t)
+        t += 250
         for i in range(3):
             assert approx(snap.temp_dc[i], temps[i] * 10, 3), (temps, snap.temp_dc[i])
         assert snap.flags & FLAG_TEMPS_VALID
@@ -364,17 +504,18 @@ def test_thermistor_beta():
 def test_thermistor_open_and_short_are_invalid():
     fake, drv, snap = make(10, n_temps=2, log=False)
     fill_cells(fake, drv)
+    drv.read(snap, 0)
     fake.set_ts(1, 8639)  # open: ~3.3 V
     fake.set_ts(2, 0)  # shorted
-    drv.read(snap, 0)
+    drv.read(snap, WARM)
     assert snap.temp_dc[0] == TEMP_INVALID_DC and snap.temp_dc[1] == TEMP_INVALID_DC
     assert snap.temp_min_dc == TEMP_INVALID_DC
     fake.set_ts(1, 0x3FFF)
     fake.set_ts(2, 30)
-    drv.read(snap, 250)
+    drv.read(snap, WARM + 250)
     assert snap.temp_dc[0] == TEMP_INVALID_DC and snap.temp_dc[1] == TEMP_INVALID_DC
     fake.set_ts(2, _ts_adc(30))
-    drv.read(snap, 500)
+    drv.read(snap, WARM + 500)
     assert snap.temp_dc[0] == TEMP_INVALID_DC and approx(snap.temp_dc[1], 300, 3)
     assert snap.temp_min_dc == snap.temp_dc[1] == snap.temp_max_dc
 
@@ -395,47 +536,84 @@ def test_thermistor_table_option():
 def test_die_temperature():
     fake, drv, snap = make(5, temp_source="die", log=False)
     fill_cells(fake, drv)
-    fake.set_ts(1, int(1.200 / 382e-6 + 0.5))  # V25 = 1.200 V
+    fake.set_ts(1, _die_adc(25))  # V25 = 1.200 V
     drv.read(snap, 0)
+    drv.read(snap, WARM)
     assert approx(snap.die_temp_dc, 250, 1)
     assert snap.temp_dc[0] == TEMP_INVALID_DC
-    assert not snap.flags & FLAG_TEMPS_VALID
-    v = 1.200 - 0.0042 * (60 - 25)
-    fake.set_ts(1, int(v / 382e-6 + 0.5))
-    drv.read(snap, 250)
+    assert not snap.flags & FLAG_TEMPS_VALID  # no thermistors with TEMP_SEL = 0
+    fake.set_ts(1, _die_adc(60))
+    drv.read(snap, WARM + 250)
     assert approx(snap.die_temp_dc, 600, 2)
     fake.set_ts(1, 0)
-    drv.read(snap, 500)
+    drv.read(snap, WARM + 500)
     assert snap.die_temp_dc == TEMP_INVALID_DC
+
+
+def test_temperatures_held_off_after_init():
+    # TEMP_SEL written at init: the first conversion comes up to 2 s later (DS 8.3.1.1.5,
+    # tTEMP, +3.5 % timing); until then a TS register holds 0 or, after a reset with
+    # TEMP_SEL = 0, the die temperature. The driver waits 2.5 s from its first read.
+    fake, drv, snap = make(10, n_temps=2, log=False)
+    fill_cells(fake, drv)
+    fake.set_ts(1, _ts_adc(25))
+    fake.set_ts(2, _ts_adc(30))
+    t0 = 7000
+    for dt in (0, 250, 1000, 2000, WARM - 1):
+        drv.read(snap, t0 + dt)
+        assert not snap.flags & FLAG_TEMPS_VALID, dt
+        assert snap.flags & FLAG_CELLS_VALID
+    drv.read(snap, t0 + WARM)
+    assert snap.flags & FLAG_TEMPS_VALID
+    assert approx(snap.temp_dc[0], 250, 3) and approx(snap.temp_dc[1], 300, 3)
+    # init() starts the hold-off again (a reset may have left the die temperature there)
+    drv.init()
+    protect(drv)
+    drv.read(snap, 20000)
+    assert not snap.flags & FLAG_TEMPS_VALID
+    drv.read(snap, 20000 + WARM - 1)
+    assert not snap.flags & FLAG_TEMPS_VALID
+    drv.read(snap, 20000 + WARM)
+    assert snap.flags & FLAG_TEMPS_VALID
+    # die temperature likewise: not reported before the hold-off
+    fake, drv, snap = make(5, temp_source="die", log=False)
+    fill_cells(fake, drv)
+    fake.set_ts(1, _die_adc(40))
+    drv.read(snap, 100)
+    assert snap.die_temp_dc == TEMP_INVALID_DC
+    drv.read(snap, 100 + WARM - 1)
+    assert snap.die_temp_dc == TEMP_INVALID_DC
+    drv.read(snap, 100 + WARM)
+    assert approx(snap.die_temp_dc, 400, 2)
 
 
 # ------------------------------------------------------------------ transactions, errors
 
 
 def test_read_transactions():
-    fake, drv, snap = make(5)
-    fill_cells(fake, drv)
-    fake.set_cc(5)
-    drv.read(snap, 0)
-    # status 0x00..0x05, cells 0x0C..0x15, BAT..CC 0x2A..0x33; all with CRC bytes
-    assert fake.reads() == [(0x00, 12), (0x0C, 20), (0x2A, 20)]
-    fake.log = []
-    drv.read(snap, 250)
-    assert fake.reads() == [(0x00, 12), (0x0C, 20), (0x2A, 8)]  # BAT + TS1 only
-    # BQ76940: cells, BAT, TS (and CC) are contiguous -> one block
-    fake, drv, snap = make(15, n_temps=3)
-    fill_cells(fake, drv)
-    fake.set_cc(5)
-    drv.read(snap, 0)
-    assert fake.reads() == [(0x00, 12), (0x0C, 2 * (0x34 - 0x0C))]
-    fake.log = []
-    drv.read(snap, 250)
-    assert fake.reads() == [(0x00, 12), (0x0C, 2 * (0x32 - 0x0C))]
-    # no CRC: one byte per register
-    fake, drv, snap = make(10, crc=False, n_temps=2)
-    fill_cells(fake, drv)
-    drv.read(snap, 0)
-    assert fake.reads() == [(0x00, 6), (0x0C, 20), (0x2A, 6)]
+    # One block SYS_STAT .. top cell channel (0x00 .. VC5_LO/VC10_LO/VC15_LO), then BAT ..
+    # CC_LO (0x2A .. 0x33); contiguous on the BQ76940, so one block there. CRC parts clock
+    # a CRC byte after every data byte. HI/LO pairs always in one transaction (DS 8.3.1.1).
+    cases = (
+        # cells, variant, crc, n_temps, reads
+        (5, None, True, 1, [(0x00, 2 * 0x16), (0x2A, 2 * 10)]),
+        (3, None, False, 1, [(0x00, 0x16), (0x2A, 10)]),
+        (10, None, True, 2, [(0x00, 2 * 0x20), (0x2A, 2 * 10)]),
+        (6, None, False, 2, [(0x00, 0x20), (0x2A, 10)]),
+        (15, None, True, 3, [(0x00, 2 * 0x34)]),
+        (9, 76940, True, 3, [(0x00, 2 * 0x34)]),
+        (12, None, False, 1, [(0x00, 0x34)]),
+    )
+    for cells, variant, crc, n_t, reads in cases:
+        fake, drv, snap = make(cells, crc=crc, variant=variant, n_temps=n_t)
+        fill_cells(fake, drv)
+        fake.set_cc(5)
+        drv.read(snap, 0)
+        assert fake.reads() == reads, (cells, crc, fake.reads())
+        assert fake.writes() == [bytes((ST_CC_READY,))]  # CC_READY consumed
+        fake.log = []
+        drv.read(snap, 250)  # no CC_READY: the same reads (CC always read), no write
+        assert fake.reads() == reads and fake.writes() == []
 
 
 def test_bad_crc_retried_then_crc_error():
@@ -446,13 +624,13 @@ def test_bad_crc_retried_then_crc_error():
     fake.log = []
     fake.corrupt_reads = 1  # first attempt bad, retry good
     drv.read(snap, 250)
-    assert fake.reads()[:2] == [(0x00, 12), (0x00, 12)]  # register address sent again
+    assert fake.reads()[:2] == [(0x00, 44), (0x00, 44)]  # register address sent again
     assert snap.errors == 0 and snap.seq == 2
     fake.log = []
     fake.corrupt_reads = 100
     e = raises(AfeCrcError, drv.read, snap, 500)
     assert isinstance(e, AfeError)
-    assert fake.reads() == [(0x00, 12)] * ATTEMPTS
+    assert fake.reads() == [(0x00, 44)] * ATTEMPTS
     assert snap.errors == 1 and snap.error_total == 1 and snap.flags == 0
     assert snap.seq == 2 and snap.t_ms == 250
     fake.corrupt_reads = 0
@@ -461,19 +639,25 @@ def test_bad_crc_retried_then_crc_error():
 
 
 def test_bad_crc_in_a_later_byte():
-    fake, drv, snap = make(5)
-    fill_cells(fake, drv)
-    fake.log = []
-    orig = fake.readfrom_mem_into
+    cases = (
+        (0x00, 2 * (0x0C + 3), [(0x00, 44)] * ATTEMPTS),  # a cell byte: first block again
+        (0x2A, 2 * 3, [(0x00, 44)] + [(0x2A, 20)] * ATTEMPTS),  # a TS byte: second block
+    )
+    for reg, idx, reads in cases:
+        fake, drv, snap = make(5)
+        fill_cells(fake, drv)
+        fake.log = []
+        orig = fake.readfrom_mem_into
 
-    def flip(addr, reg, buf):  # corrupt a data byte in the middle of the cell block
-        orig(addr, reg, buf)
-        if reg == 0x0C:
-            buf[6] ^= 0x01
+        def flip(addr, r, buf, reg=reg, idx=idx, orig=orig):  # corrupt one data byte
+            orig(addr, r, buf)
+            if r == reg:
+                buf[idx] ^= 0x01
 
-    fake.readfrom_mem_into = flip
-    raises(AfeCrcError, drv.read, snap, 0)
-    assert [r for r in fake.reads() if r[0] == 0x0C] == [(0x0C, 20)] * ATTEMPTS
+        fake.readfrom_mem_into = flip
+        raises(AfeCrcError, drv.read, snap, 0)
+        assert fake.reads() == reads
+        assert snap.errors == 1 and snap.flags == 0 and snap.seq == 0
 
 
 def test_nack_retried_then_bus_error():
@@ -482,15 +666,16 @@ def test_nack_retried_then_bus_error():
     fake.nack_reads = 2  # two NACKs, third attempt works
     drv.read(snap, 0)
     assert snap.errors == 0
-    assert fake.reads()[:3] == [(0x00, 12)] * 3
+    assert fake.reads()[:3] == [(0x00, 44)] * 3
     fake.log = []
     fake.nack_reads = 100
     e = raises(AfeBusError, drv.read, snap, 250)
     assert isinstance(e, AfeError)
-    assert fake.reads() == [(0x00, 12)] * ATTEMPTS
+    assert fake.reads() == [(0x00, 44)] * ATTEMPTS
     assert snap.errors == 1 and snap.flags == 0
     raises(AfeBusError, drv.read, snap, 500)
     assert snap.errors == 2 and snap.error_total == 2
+    assert snap.cfg_err == 0  # a bus failure is not a configuration error
     fake.nack_reads = 0
     fake.nack_writes = 100
     raises(AfeBusError, drv.set_fets, True, True)
@@ -499,45 +684,509 @@ def test_nack_retried_then_bus_error():
     assert fake.regs[5] == 0x43
 
 
-# ------------------------------------------------------------------ status, FETs, balancing
+# ------------------------------------------------------------------ integrity check
 
 
-def test_clear_status_writes_only_handled_bits():
+def _refused(drv, snap, t):
+    """read() refuses: AfeConfigError, cfg_err set, flags 0, bus counted as working, and the
+    snapshot's successful-read fields untouched."""
+    seq, t_ms, total = snap.seq, snap.t_ms, snap.error_total
+    raises(AfeConfigError, drv.read, snap, t)
+    assert snap.cfg_err & CFG_ERR, snap.cfg_err
+    assert snap.flags == 0 and snap.errors == 0 and snap.error_total == total
+    assert snap.seq == seq and snap.t_ms == t_ms
+    return snap.cfg_err & 0xFF
+
+
+def _no_fet_bit_written(fake, since):
+    for e in fake.log[since:]:
+        if e[0] == "w" and e[1] <= 0x05 < e[1] + len(e[2]):
+            assert e[2][0x05 - e[1]] & (CHG_ON | DSG_ON) == 0, e
+    assert fake.regs[5] & (CHG_ON | DSG_ON) == 0
+
+
+def test_reads_refused_until_protection_configured():
+    # after init() alone the protection registers hold the chip's defaults, not the limits:
+    # no reading is handed on, and no FET closes (cfg_err = CFG_ERR | 0xFF: not configured)
+    for cells, crc in ((5, True), (15, False)):
+        fake, drv, snap = make(cells, crc=crc, prot=False, n_temps=1)
+        fill_cells(fake, drv)
+        assert _refused(drv, snap, 0) == 0xFF
+        assert _refused(drv, snap, 250) == 0xFF
+        drv.set_fets(True, True)
+        drv.restore()
+        _no_fet_bit_written(fake, 0)
+        protect(drv)
+        drv.read(snap, 500)
+        assert snap.cfg_err == 0 and snap.flags & FLAG_CELLS_VALID and snap.seq == 1
+        drv.set_fets(True, True)
+        assert fake.regs[5] == CC_EN | CHG_ON | DSG_ON
+
+
+def test_reads_refused_after_reinit_until_protection_configured():
     fake, drv, snap = make(5)
     fill_cells(fake, drv)
-    fake.regs[0] = STAT_OV | STAT_UV | STAT_SCD | STAT_OCD | STAT_OVRD | STAT_XREADY
     drv.read(snap, 0)
-    drv.clear_status(STAT_OV)
-    assert fake.writes(0x00) == [bytes((STAT_OV,))]
-    assert fake.regs[0] == STAT_UV | STAT_SCD | STAT_OCD | STAT_OVRD | STAT_XREADY
-    drv.clear_status(STAT_SCD | STAT_OCD)
-    assert fake.regs[0] == STAT_UV | STAT_OVRD | STAT_XREADY
+    fake.power_on_reset(adc_on=True)
+    _refused(drv, snap, 250)
+    drv.init()
+    # the register that was lost is written again: what is missing now is the protection
+    assert _refused(drv, snap, 500) == 0xFF
+
+
+def test_reset_detected_with_adc_on_and_off():
+    # A reset of the chip while the MCU runs (reference 8.1: registers are RAM, defaults
+    # come back): OV_TRIP 0xAC, UV_TRIP 0x97, all else 0; ADC_EN back on by itself or not
+    # (DS ambiguity, reference 2.3); the measurement registers still hold the last
+    # conversion, so the cells alone look perfectly good.
+    configs = (
+        # cells, crc, address, temp_source, variant, n_temps
+        (5, True, 0x08, "ext", None, 1),
+        (4, False, 0x18, "die", None, 1),
+        (10, True, 0x08, "die", None, 2),
+        (9, True, 0x18, "ext", "bq76940", 3),
+        (15, False, 0x08, "ext", None, 3),
+    )
+    for cfg in configs:
+        for adc_on in (True, False):
+            cells, crc, address, ts, variant, n_t = cfg
+            fake, drv, snap = make(cells, crc=crc, address=address, temp_source=ts,
+                                   variant=variant, n_temps=n_t)
+            fill_cells(fake, drv)
+            fake.set_bat(12000)
+            fake.set_ts(1, _ts_adc(25))
+            drv.set_fets(True, True)
+            drv.set_balance(1)
+            drv.read(snap, 0)
+            assert snap.flags & FLAG_CELLS_VALID and snap.cfg_err == 0
+            before = masked(fake)
+            fake.power_on_reset(adc_on=adc_on, keep_data=True)
+            assert fake.regs[9] == 0xAC and fake.regs[10] == 0x97
+            assert fake.regs[4] == (ADC_EN if adc_on else 0) and fake.regs[0x0B] == 0
+            after = masked(fake)
+            lost = [a for a in before if before[a] != after[a]]
+            mark = len(fake.log)
+            reg = _refused(drv, snap, 250)
+            assert reg in lost, (cfg, adc_on, reg, lost)
+            # refused on every later read, and no FET closes, whatever is asked
+            for k in range(3):
+                assert _refused(drv, snap, 500 + 250 * k) & 0xFF
+                drv.set_fets(True, True)
+                drv.restore()
+                drv.set_fets(True, False)
+                drv.set_fets(False, True)
+            _no_fet_bit_written(fake, mark)
+            # init() alone is not enough
+            drv.init()
+            _refused(drv, snap, 1500)
+            drv.set_fets(True, True)
+            drv.restore()
+            _no_fet_bit_written(fake, mark)
+            # init() and configure_protection(): readings and FETs again
+            protect(drv)
+            drv.read(snap, 1750)
+            assert snap.cfg_err == 0 and snap.flags & FLAG_CELLS_VALID, (cfg, adc_on)
+            drv.set_fets(True, True)
+            assert fake.regs[5] == CC_EN | CHG_ON | DSG_ON
+            drv.read(snap, 2000)
+            assert snap.chg_fet and snap.dsg_fet
+
+
+def test_configure_protection_alone_does_not_unlock_after_a_reset():
+    # after a detected reset, "until init() AND configure_protection() succeeded again":
+    # programming the protection registers alone leaves CC_CFG, SYS_CTRL1 (ADC_EN off: no
+    # OV/UV protection, DS 2.3) at their defaults, so no FET may close.
+    for adc_on in (False, True):
+        fake, drv, snap = make(5)
+        fill_cells(fake, drv)
+        drv.set_fets(True, True)
+        drv.read(snap, 0)
+        fake.power_on_reset(adc_on=adc_on)
+        _refused(drv, snap, 250)
+        mark = len(fake.log)
+        protect(drv)
+        drv.set_fets(True, True)
+        drv.restore()
+        _no_fet_bit_written(fake, mark)
+        _refused(drv, snap, 500)
+
+
+def test_init_forgets_fet_commands():
+    # init() writes SYS_CTRL2 = CC_EN: FETs off is the last command. The chip never sets
+    # CHG_ON/DSG_ON itself (DS Table 8-1), so a FET bit seen after that is an upset.
+    fake, drv, snap = make(5)
+    fill_cells(fake, drv)
+    drv.set_fets(True, True)
+    drv.read(snap, 0)
+    drv.init()
+    protect(drv)
+    drv.read(snap, 250)
+    assert not snap.chg_fet and not snap.dsg_fet
+    fake.regs[5] |= CHG_ON  # not commanded since init()
+    assert _refused(drv, snap, 500) == SYS_CTRL2
+
+
+def _upset_cases(drv, ts):
+    """(register, xor mask) of single upsets of a setting the driver programmed."""
+    cases = []
+    for b in (0x80, 0x10, 0x08, 0x04, 0x02, 0x01):  # RSNS, SCD_D1:0, SCD_T2:0
+        cases.append((PROTECT1, b))
+    for k in range(7):  # OCD_D2:0, OCD_T3:0
+        cases.append((PROTECT2, 1 << k))
+    for k in range(4, 8):  # UV_D1:0, OV_D1:0
+        cases.append((PROTECT3, 1 << k))
+    for k in range(8):
+        cases.append((OV_TRIP, 1 << k))
+        cases.append((UV_TRIP, 1 << k))
+    for k in range(6):  # CC_CFG5:0 (0x19)
+        cases.append((CC_CFG, 1 << k))
+    # ADC_EN lost, TEMP_SEL flipped, a SHUT bit set, reserved b2 set
+    for b in (ADC_EN, TEMP_SEL, SHUT_A, SHUT_B, 0x04):
+        cases.append((SYS_CTRL1, b))
+    # CC_EN lost, DELAY_DIS / CC_ONESHOT / a reserved bit set
+    for b in (CC_EN, DELAY_DIS, CC_ONESHOT, 0x10, 0x08, 0x04):
+        cases.append((SYS_CTRL2, b))
+    # a CB bit that was not commanded, in every CELLBAL register of the variant
+    for g in range(drv.groups):
+        cases.append((CELLBAL1 + g, 0x04))
+    return cases
+
+
+def test_upset_of_each_programmed_register_is_detected():
+    configs = (
+        # cells, crc, temp_source, n_temps
+        (15, True, "ext", 3),
+        (5, False, "die", 1),
+        (10, True, "ext", 2),
+    )
+    for cells, crc, ts, n_t in configs:
+        fake, drv, snap = make(cells, crc=crc, temp_source=ts, n_temps=n_t, log=False)
+        fill_cells(fake, drv)
+        t = 0
+        for reg, x in _upset_cases(drv, ts):
+            # commanded: CHG on, DSG off; cell 1 bleeding (CB1)
+            drv.set_fets(True, False)
+            drv.set_balance(1)
+            drv.read(snap, t)
+            assert snap.cfg_err == 0 and snap.flags & FLAG_CELLS_VALID, (reg, x)
+            fake.regs[reg] ^= x
+            assert _refused(drv, snap, t + 250) == reg, (cells, reg, x, snap.cfg_err)
+            assert _refused(drv, snap, t + 500) & 0xFF, (reg, x)  # and it stays refused
+            drv.set_fets(True, True)
+            assert fake.regs[5] & (CHG_ON | DSG_ON) == 0, (reg, x)
+            drv.init()
+            protect(drv)
+            t += 1000
+        # a FET bit set that was not commanded (the chip only ever clears them)
+        for cmd, x in (((True, False), DSG_ON), ((False, True), CHG_ON), ((False, False), 3)):
+            drv.set_fets(*cmd)
+            drv.read(snap, t)
+            assert snap.cfg_err == 0
+            fake.regs[5] |= x
+            assert _refused(drv, snap, t + 250) == SYS_CTRL2, (cmd, x)
+            drv.init()
+            protect(drv)
+            t += 1000
+
+
+def _read_ok(drv, snap, t, why):
+    drv.read(snap, t)
+    assert snap.cfg_err == 0, (why, snap.cfg_err)
+    assert snap.flags & FLAG_CELLS_VALID and snap.errors == 0, why
+
+
+def test_no_false_alarm_for_what_the_chip_does_itself():
+    for cells, crc, n_t in ((15, True, 3), (5, False, 1), (10, True, 2)):
+        fake, drv, snap = make(cells, crc=crc, n_temps=n_t, log=False)
+        fill_cells(fake, drv)
+        drv.set_fets(True, True)
+        drv.set_balance(0b101)
+        drv.read(snap, 0)
+        assert snap.chg_fet and snap.dsg_fet and snap.bal_mask == 0b101
+        t = 0
+        t += 250
+        fake.trip(ST_OV)  # CHG_ON cleared by the chip
+        _read_ok(drv, snap, t, "ov")
+        assert snap.trips == TRIP_OV and not snap.chg_fet and snap.dsg_fet
+        t += 250
+        fake.trip(ST_SCD)  # DSG_ON cleared
+        _read_ok(drv, snap, t, "scd")
+        assert snap.trips == TRIP_OV | TRIP_SCD and not snap.dsg_fet
+        t += 250
+        fake.trip(ST_UV | ST_OCD)
+        _read_ok(drv, snap, t, "uv ocd")
+        assert snap.trips == TRIP_OV | TRIP_SCD | TRIP_UV | TRIP_OCD
+        t += 250
+        fake.trip(ST_XREADY)  # both FETs and every CB bit cleared
+        _read_ok(drv, snap, t, "xready")
+        assert snap.trips & TRIP_DEVICE and snap.bal_mask == 0
+        t += 250
+        fake.trip(ST_OVRD)
+        _read_ok(drv, snap, t, "ovrd")
+        assert snap.trips == TRIP_ALL
+        t += 250
+        fake.regs[0] |= ST_CC_READY | ST_RSVD
+        fake.regs[4] |= LOAD_PRESENT  # valid with CHG off (DS 2.3)
+        _read_ok(drv, snap, t, "cc_ready, load present")
+        assert drv.load_present
+        t += 250
+        fake.regs[6] |= 0x40  # read-only bits of PROTECT1 (b6) and PROTECT2 (b7)
+        fake.regs[7] |= 0x80
+        _read_ok(drv, snap, t, "read-only bits")
+        t += 250
+        fake.regs[4] &= ~LOAD_PRESENT & 0xFF  # the load went away
+        _read_ok(drv, snap, t, "load gone")
+        assert not drv.load_present
+
+
+# ------------------------------------------------------------------ trips, FETs, balancing
+
+
+def test_ack_trips_clears_ov_uv_ocd_scd_at_once_and_only_those():
+    fake, drv, snap = make(5)
+    fill_cells(fake, drv)
+    fake.regs[0] = ST_OV | ST_UV | ST_SCD | ST_OCD | ST_OVRD | ST_XREADY
+    drv.read(snap, 0)
+    assert snap.trips == TRIP_ALL
     fake.log = []
-    drv.clear_status(0)
+    drv.ack_trips(TRIP_OV, 0)
+    assert fake.writes() == [bytes((ST_OV,))]  # W1C, that bit alone
+    assert fake.regs[0] == ST_UV | ST_SCD | ST_OCD | ST_OVRD | ST_XREADY
+    fake.log = []
+    drv.ack_trips(TRIP_SCD | TRIP_OCD, 0)
+    assert fake.writes() == [bytes((ST_SCD | ST_OCD,))]
+    assert fake.regs[0] == ST_UV | ST_OVRD | ST_XREADY
+    fake.log = []
+    drv.ack_trips(0, 0)
     assert fake.writes() == []
-    drv.clear_status(0xFF)  # reserved b6 is never written
-    assert fake.writes(0x00) == [b"\xbf"]
+    # everything acknowledged at once: DEVICE and OVRD wait for their hold-off; CC_READY
+    # and the reserved b6 are never written by an acknowledgement
+    drv.ack_trips(TRIP_ALL, 250)
+    assert fake.writes(0x00) == [bytes((ST_OV | ST_UV | ST_SCD | ST_OCD,))]
+    assert fake.regs[0] == ST_OVRD | ST_XREADY
     assert fake.reserved_violations == 0
 
 
-def test_set_fets_read_modify_write():
+def test_ack_trips_xready_hold_off():
+    # DEVICE_XREADY: clear it "after waiting a few seconds" (DS; LS/ARD retry every 3 s,
+    # reference 8.3); the chip cleared CHG_ON, DSG_ON and every CB bit, the host writes the
+    # CB bits again (reference 7.2).
+    fake, drv, snap = make(10)
+    fill_cells(fake, drv)
+    drv.set_fets(True, True)
+    drv.set_balance(0b0100000001)  # cells 1 and 9: CB1, CB9
+    drv.read(snap, 0)
+    fake.trip(ST_XREADY)
+    assert fake.regs[1] == fake.regs[2] == 0 and fake.regs[5] == CC_EN
+    t0 = 1000
+    drv.read(snap, t0)
+    assert snap.trips == TRIP_DEVICE and snap.bal_mask == 0
+    fake.log = []
+    drv.ack_trips(TRIP_DEVICE, t0)  # protection handled it at once
+    for t in range(t0 + 250, t0 + 3000, 250):
+        drv.read(snap, t)
+        assert snap.trips == TRIP_DEVICE and snap.cfg_err == 0
+        drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == [] and fake.regs[0] & ST_XREADY  # not before 3 s
+    fake.log = []
+    t = t0 + 3000
+    drv.read(snap, t)
+    drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == [bytes((ST_XREADY,))] and fake.regs[0] == 0
+    # then the commanded CB bits again, after the clear
+    assert fake.writes(0x01) == [bytes((0x01, 0x08))]
+    i_clear = [i for i, e in enumerate(fake.log) if e[0] == "w" and e[1] == 0x00][0]
+    i_cb = [i for i, e in enumerate(fake.log) if e[0] == "w" and e[1] == 0x01][0]
+    assert i_clear < i_cb
+    assert fake.regs[1] == 0x01 and fake.regs[2] == 0x08
+    # the fault is still there: the chip reports it again at once
+    fake.trip(ST_XREADY)
+    fake.log = []
+    for t in range(t0 + 3250, t0 + 6000, 250):
+        drv.read(snap, t)
+        assert snap.trips == TRIP_DEVICE
+        drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == []  # the next try after another hold-off
+    t = t0 + 6000
+    drv.read(snap, t)
+    drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == [bytes((ST_XREADY,))] and fake.regs[0] == 0
+    # gone: a new XREADY later waits its own 3 s
+    t += 250
+    drv.read(snap, t)
+    assert snap.trips == 0
+    drv.ack_trips(0, t)
+    fake.trip(ST_XREADY)
+    t1 = t + 5000
+    fake.log = []
+    drv.read(snap, t1)
+    drv.ack_trips(snap.trips, t1)
+    drv.read(snap, t1 + 2750)
+    drv.ack_trips(snap.trips, t1 + 2750)
+    assert fake.writes(0x00) == []
+    drv.read(snap, t1 + 3000)
+    drv.ack_trips(snap.trips, t1 + 3000)
+    assert fake.writes(0x00) == [bytes((ST_XREADY,))]
+
+
+def test_ack_trips_xready_not_cleared_unless_acknowledged():
     fake, drv, snap = make(5)
     fill_cells(fake, drv)
-    drv.set_fets(True, False)
+    fake.trip(ST_XREADY)
+    for t in range(0, 10000, 250):
+        drv.read(snap, t)
+        drv.ack_trips(0, t)  # protection has not handled it
+    assert fake.regs[0] & ST_XREADY
+
+
+def test_ack_trips_ovrd_hold_off():
+    # OVRD_ALERT: LS/ARD retry every 10 s (reference 8.3)
+    fake, drv, snap = make(5)
+    fill_cells(fake, drv)
+    drv.set_fets(True, True)
+    drv.read(snap, 0)
+    fake.trip(ST_OVRD)
+    assert fake.regs[5] == CC_EN  # both FETs opened (DS Table 8-1)
+    fake.log = []
+    t0 = 500
+    for t in range(t0, t0 + 10000, 250):
+        drv.read(snap, t)
+        assert snap.trips == TRIP_OVRD
+        drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == [] and fake.regs[0] & ST_OVRD
+    t = t0 + 10000
+    drv.read(snap, t)
+    drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == [bytes((ST_OVRD,))] and fake.regs[0] == 0
+    fake.trip(ST_OVRD)  # the secondary protector still holds ALERT
+    fake.log = []
+    for t in range(t0 + 10250, t0 + 20000, 250):
+        drv.read(snap, t)
+        drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == []
+    t = t0 + 20000
+    drv.read(snap, t)
+    drv.ack_trips(snap.trips, t)
+    assert fake.writes(0x00) == [bytes((ST_OVRD,))]
+
+
+# DS Table 8-1: the FET bits a trip leaves alone (the host may have them on while reported).
+FETS_LEFT = (
+    (ST_OV, DSG_ON),
+    (ST_UV, CHG_ON),
+    (ST_OCD, CHG_ON),
+    (ST_SCD, CHG_ON),
+    (ST_XREADY, 0),
+    (ST_OVRD, 0),
+)
+
+
+def test_no_fet_bit_while_its_trip_is_reported():
+    for crc in (True, False):
+        for bit, left in FETS_LEFT:
+            fake, drv, snap = make(5, crc=crc)
+            fill_cells(fake, drv)
+            drv.set_fets(True, True)
+            drv.set_balance(0b101)
+            drv.read(snap, 0)
+            fake.trip(bit)
+            drv.read(snap, 250)
+            assert snap.trips and snap.cfg_err == 0
+            drv.set_fets(True, False)
+            drv.set_fets(False, True)
+            drv.set_fets(True, True)
+            assert fake.regs[5] == CC_EN | left, (bit, fake.regs[5])
+            drv.restore()  # remembers (True, True)
+            assert fake.regs[5] == CC_EN | left, (bit, fake.regs[5])
+            for w in fake.writes(0x05)[-4:]:
+                assert w[0] & (CHG_ON | DSG_ON) & ~left == 0, (bit, w)
+            assert all(w[0] & 0xFC == CC_EN for w in fake.writes(0x05))
+            # acknowledged and gone from SYS_STAT: restore() brings both back, and the CB
+            # bits (XREADY cleared them)
+            fake.regs[0] = 0
+            drv.restore()
+            assert fake.regs[5] == CC_EN | CHG_ON | DSG_ON, bit
+            assert fake.regs[1] == 0b00101
+
+
+def test_set_fets_keeps_a_fet_off_while_its_trip_is_reported():
+    """A trip that lands after this cycle's read is not switched back on by the next write:
+    set_fets() reads SYS_STAT right before it writes."""
+    fake, drv, snap = make(5)
+    fill_cells(fake, drv)
+    drv.read(snap, 0)
+    fake.regs[0] = 0x04  # OV: the chip has opened CHG
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x42  # DSG on, CHG kept off
+    fake.regs[0] = 0x02  # SCD: DSG off, CHG allowed
+    drv.set_fets(True, True)
     assert fake.regs[5] == 0x41
-    drv.set_fets(False, True)
-    assert fake.regs[5] == 0x42
+    fake.regs[0] = 0x20  # XREADY: both stay off
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x40
+    fake.regs[0] = 0x10  # OVRD_ALERT: both stay off
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x40
+    fake.regs[0] = 0x80  # CC_READY is no trip
     drv.set_fets(True, True)
     assert fake.regs[5] == 0x43
+    fake.regs[0] = 0x00  # protection cleared the bits: both on
+    drv.set_fets(True, True)
+    assert fake.regs[5] == 0x43
+
+
+def test_set_fets_writes_sys_ctrl2_without_reading_it():
+    for crc, stride in ((True, 2), (False, 1)):
+        fake, drv, snap = make(5, crc=crc)
+        fill_cells(fake, drv)
+        fake.log = []
+        drv.set_fets(True, False)
+        assert fake.reads() == [(0x00, stride)]  # SYS_STAT only: the trip gate
+        assert fake.writes() == [bytes((CC_EN | CHG_ON,))] and fake.regs[5] == 0x41
+        fake.log = []
+        drv.set_fets(False, True)
+        assert fake.reads() == [(0x00, stride)]
+        assert fake.writes() == [bytes((CC_EN | DSG_ON,))]
+        fake.log = []
+        drv.set_fets(False, False)  # opening both needs no read
+        assert fake.reads() == [] and fake.writes() == [bytes((CC_EN,))]
+        # whatever SYS_CTRL2 holds, the write is CC_EN | CHG_ON | DSG_ON: DELAY_DIS and
+        # CC_ONESHOT never written (and the chip's reserved bits never)
+        fake.regs[5] = DELAY_DIS | CC_ONESHOT | CHG_ON
+        fake.log = []
+        drv.set_fets(True, True)
+        assert fake.reads() == [(0x00, stride)]
+        assert fake.writes() == [bytes((CC_EN | CHG_ON | DSG_ON,))]
+        assert fake.regs[5] == 0x43 and fake.reserved_violations == 0
+
+
+def test_set_fets_readback_shows_what_the_chip_did():
+    fake, drv, snap = make(5)
+    fill_cells(fake, drv)
+    drv.set_fets(True, True)
     drv.read(snap, 0)
     assert snap.chg_fet is True and snap.dsg_fet is True
-    fake.regs[5] = 0x41  # the chip dropped DSG (e.g. after SCD)
+    fake.trip(ST_SCD)  # the chip dropped DSG
     drv.read(snap, 250)
     assert snap.chg_fet is True and snap.dsg_fet is False
-    fake.regs[5] = 0x03  # CC_EN lost somehow: RMW turns it back on
-    drv.set_fets(False, False)
-    assert fake.regs[5] == 0x40
-    assert fake.reserved_violations == 0
+    assert snap.cfg_err == 0
+
+
+def test_opening_a_fet_works_while_reads_fail():
+    # Opening a FET must not depend on a read (the docstring: a noisy bus that corrupts
+    # read CRCs may still carry a write). Keeping CHG while opening DSG is such a command.
+    for chg, dsg in ((True, False), (False, True)):
+        fake, drv, snap = make(5)
+        fill_cells(fake, drv)
+        drv.set_fets(True, True)
+        assert fake.regs[5] == 0x43
+        fake.corrupt_reads = 1000
+        try:
+            drv.set_fets(chg, dsg)
+        except AfeError:
+            pass
+        opened = DSG_ON if chg else CHG_ON
+        assert fake.regs[5] & opened == 0, (chg, dsg, fake.regs[5])
 
 
 def test_balancing_map_and_readback():
@@ -550,7 +1199,7 @@ def test_balancing_map_and_readback():
     assert snap.bal_mask == 0b1010010101
     drv.set_balance(0b0000110000)  # cells 5 and 6: different groups, allowed
     assert fake.regs[1] == 0b10000 and fake.regs[2] == 0b00001
-    # 15 cells on a '40 with 9 cells: cells 3, 6, 9 -> channels 5, 10, 15
+    # a '40 with 9 cells: cells 3, 6, 9 -> channels 5, 10, 15
     fake, drv, snap = make(9, variant="bq76940", n_temps=3)
     fill_cells(fake, drv)
     drv.set_balance(0b100100100)
@@ -576,25 +1225,75 @@ def test_balancing_rejects_adjacent_cells():
     assert fake.regs[1] == 0b10001
 
 
+class _Prot:
+    faults = 0
+    latched = 0
+    warnings = 0
+
+
+class _Est:
+    soc_pct = 95.0
+    soc_err_pct = 2.0
+
+
+def test_balancer_masks_on_every_input_map_are_accepted():
+    # For every cell count on every variant that can hold it (DS Tables 9-2..9-4): the
+    # driver's cell_groups drive bms.balancing; every mask it picks from a real reading is
+    # accepted by the same driver's set_balance(), lands on the datasheet's CB bits and
+    # never sets two adjacent CB bits of one group (DS 8.3.1.3.3, reference 7.2).
+    for (variant, cells), chans in MAPS.items():
+        patterns = (
+            [3500] * (cells - 1) + [3450],  # all high but one: adjacency decides
+            [3420 + (37 * i) % 120 for i in range(cells)],  # a high spread
+        )
+        for p, pattern in enumerate(patterns):
+            fake, drv, snap = make(cells, variant=variant, log=False)
+            cfg = Config("lfp", cells, 100000)
+            bal = Balancer(cfg, drv.cell_groups)
+            for i, ch in enumerate(chans):
+                fake.set_cell_mv(ch, pattern[i])
+            fake.set_ts(1, _ts_adc(25))
+            drv.read(snap, 0)
+            for k in range(4):
+                t = WARM + k * cfg.bal_period_ms
+                drv.read(snap, t)
+                assert snap.flags & FLAG_CELLS_VALID
+                m = bal.update(snap, _Prot(), _Est(), t)
+                assert m != 0 and bal.active, (variant, cells, p, k, bal.reason)
+                assert mask_ok(m, drv.cell_groups)
+                drv.set_balance(m)  # accepted
+                want = cb_regs(chans, m)
+                for g in range(3):
+                    assert fake.regs[1 + g] == (want[g] if g < drv.groups else 0)
+                    v = fake.regs[1 + g]
+                    assert v & (v >> 1) == 0, (variant, cells, m)  # DS rule per group
+                drv.read(snap, t + 250)
+                assert snap.bal_mask == m and snap.cfg_err == 0
+            assert fake.reserved_violations == 0
+
+
 def test_xready_recovery_and_restore():
     fake, drv, snap = make(10)
     fill_cells(fake, drv)
     drv.set_fets(True, True)
     drv.set_balance(0b0100000001)
-    # the chip raises XREADY and drops FETs and CB bits
-    fake.regs[0] |= STAT_XREADY | STAT_OV
-    fake.regs[5] &= ~0x03
-    fake.regs[1] = fake.regs[2] = 0
+    # the chip raises XREADY (and an OV) and drops FETs and CB bits
+    fake.trip(ST_XREADY | ST_OV)
     drv.read(snap, 0)
-    assert snap.sys_stat & STAT_XREADY and not snap.chg_fet and snap.bal_mask == 0
+    assert snap.trips == TRIP_DEVICE | TRIP_OV and not snap.chg_fet and snap.bal_mask == 0
+    drv.ack_trips(TRIP_DEVICE | TRIP_OV, 0)
+    assert fake.regs[0] == ST_XREADY  # OV cleared at once, XREADY held off
+    drv.restore()  # XREADY still reported: CB bits back, but no FET
+    assert fake.regs[5] == CC_EN and fake.regs[1] == 0x01 and fake.regs[2] == 0x08
     fake.log = []
-    drv.clear_xready()
-    assert fake.writes(0x00) == [bytes((STAT_XREADY,))]
-    assert fake.regs[0] & STAT_OV
+    drv.read(snap, 3000)
+    drv.ack_trips(snap.trips, 3000)
+    assert fake.writes(0x00) == [bytes((ST_XREADY,))]
     drv.restore()
     assert fake.regs[5] == 0x43 and fake.regs[1] == 0x01 and fake.regs[2] == 0x08
-    drv.read(snap, 250)
+    drv.read(snap, 3250)
     assert snap.chg_fet and snap.dsg_fet and snap.bal_mask == 0b0100000001
+    assert snap.trips == 0
 
 
 def test_ship_sequence():
@@ -635,6 +1334,14 @@ def test_writes_carry_correct_crc_bytes():
     seen.clear()
     drv.set_balance(0)
     assert seen == [(0x01, b"\x00" + bytes((crc_bits(crc_bits(crc_bits(0, 0x10), 1), 0),)))]
+    # protection block: PROTECT1 = 0x8F is 8F 78 (E2E 1100450), later bytes their own CRC
+    seen.clear()
+    drv.configure_protection(4200, 1000, 2800, 1000, 100000, 8, 200000, 100)
+    assert seen[0][0] == 0x06 and len(seen[0][1]) == 10
+    b = seen[0][1]
+    assert b[0] == 0x8F and b[1] == 0x78  # RSNS, SCD 200 mV / 100 us
+    for k in range(1, 5):
+        assert b[2 * k + 1] == crc_bits(0, b[2 * k])
     fake = FakeBQ(address=0x18, crc=True)
     seen = []
     orig = fake.writeto_mem
@@ -647,7 +1354,7 @@ def test_writes_carry_correct_crc_bytes():
 
 
 def test_ov_uv_trip_worked_examples():
-    fake, drv, snap = make(5, gain=382, offset=0, log=False)
+    fake, drv, snap = make(5, gain=382, offset=0, log=False, prot=False)
     assert drv.ov_trip_reg(4300) == 0xBF
     assert drv.uv_trip_reg(2500) == 0x99
     assert approx(drv.ov_trip_mv(0xBF), 4300, 1) and drv.ov_trip_mv(0xBF) <= 4300
@@ -676,6 +1383,11 @@ def test_ds_design_example_registers():
     # one block write of the five registers, then one block read back
     assert fake.writes(0x06) == [bytes((0x8B, 0x5A, 0x50, 0xBF, 0x99))]
     assert (0x06, 10) in fake.reads()
+    # protection_applied(): the same values, without touching the bus
+    fake.log = []
+    assert drv.protection_applied(4300, 2000, 2500, 4000, 14400, 320, 22200, 100) == got
+    assert fake.log == []
+    raises(ValueError, drv.protection_applied, 4300, 2000, 2500, 4000, 14400, 320, 22200, 69)
 
 
 def test_protection_never_looser():
@@ -761,7 +1473,7 @@ def test_protection_rejects_what_cannot_be_honoured():
 
 
 def test_protection_readback_mismatch_is_an_error():
-    fake, drv, snap = make(5, shunt_uohm=1000)
+    fake, drv, snap = make(5, shunt_uohm=1000, prot=False)
     orig = fake._store
 
     def stuck(reg, v):  # OV_TRIP ignores writes
@@ -770,6 +1482,11 @@ def test_protection_readback_mismatch_is_an_error():
 
     fake._store = stuck
     raises(AfeError, drv.configure_protection, 4200, 1000, 2800, 1000, 30000, 8, 60000, 70)
+    # the chip does not hold the limits: no reading is handed on, no FET closes
+    fill_cells(fake, drv)
+    _refused(drv, snap, 0)
+    drv.set_fets(True, True)
+    assert fake.regs[5] & (CHG_ON | DSG_ON) == 0
 
 
 # ------------------------------------------------------------------ detect
@@ -790,25 +1507,3 @@ def test_detect():
     fake.nack_reads = 1
     assert bq.detect(fake) is None
     assert bq.detect(fake) == (0x08, True)
-
-
-def test_set_fets_keeps_a_fet_off_while_its_trip_is_reported():
-    """A trip that lands after this cycle's read is not switched back on by the next write:
-    set_fets() reads SYS_STAT right before it writes."""
-    fake, drv, snap = make(5)
-    fill_cells(fake, drv)
-    fake.regs[0] = 0x04  # OV: the chip has opened CHG
-    drv.set_fets(True, True)
-    assert fake.regs[5] == 0x42  # DSG on, CHG kept off
-    fake.regs[0] = 0x02  # SCD: DSG off, CHG allowed
-    drv.set_fets(True, True)
-    assert fake.regs[5] == 0x41
-    fake.regs[0] = 0x20  # XREADY: both stay off
-    drv.set_fets(True, True)
-    assert fake.regs[5] == 0x40
-    fake.regs[0] = 0x80  # CC_READY is no trip
-    drv.set_fets(True, True)
-    assert fake.regs[5] == 0x43
-    fake.regs[0] = 0x00  # protection cleared the bits: both on
-    drv.set_fets(True, True)
-    assert fake.regs[5] == 0x43

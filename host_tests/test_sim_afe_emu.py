@@ -403,3 +403,128 @@ def test_simulator_heater_and_board():
     w.feed()
     sim.advance(6000)
     assert sim.wdt_resets == 1 and sim.reset_cause == 3  # machine.WDT_RESET
+
+
+def _configure(i2c, cb=0x01):
+    _wr(i2c, 0x0B, [0x19])
+    _wr(i2c, 0x04, [0x18])
+    _wr(i2c, 0x05, [0x43])
+    _wr(i2c, 0x06, [0x8B, 0x5A, 0x50, 0xBF, 0x99])
+    _wr(i2c, 0x01, [cb])
+
+
+DEFAULTS = bytes((0, 0, 0, 0, 0, 0, 0, 0, 0, 0xAC, 0x97, 0))  # 0x00..0x0B after a reset
+
+
+def test_boot_pulse_ignored_unless_shipped():
+    sim, emu, i2c = _rig()
+    _configure(i2c)
+    before = _rd(i2c, 0x00, 12)
+    emu.boot()  # a TS1 pulse to a chip in NORMAL: nothing happens
+    assert _rd(i2c, 0x00, 12) == before
+    assert emu.chg_on and emu.dsg_on and emu.bal_cells == 0b0001
+    _wr(i2c, 0x04, [0x18])
+    _wr(i2c, 0x04, [0x19])
+    _wr(i2c, 0x04, [0x1A])
+    assert emu.shipped
+    emu.boot()
+    assert not emu.shipped and _rd(i2c, 0x00, 12) == DEFAULTS
+
+
+def test_power_on_reset_adc_off_keeps_frozen_data():
+    sim, emu, i2c = _rig(cells=5)
+    _configure(i2c, cb=0x05)
+    sim.advance(1000)
+    data = _rd(i2c, 0x0C, 0x34 - 0x0C)
+    trim = _rd(i2c, 0x50, 2) + _rd(i2c, 0x59, 1)
+    assert any(data[:10])
+    emu.power_on_reset(adc_on=False, keep_data=True)
+    assert emu.trip_count["POR"] == 1
+    assert _rd(i2c, 0x00, 12) == DEFAULTS
+    assert not emu.chg_on and not emu.dsg_on and emu.bal_cells == 0
+    assert _rd(i2c, 0x0C, 0x34 - 0x0C) == data  # the last conversion is still there
+    assert _rd(i2c, 0x50, 2) + _rd(i2c, 0x59, 1) == trim  # factory trim survives
+    sim.pack.cell_force_mv[0] = 3000.0
+    sim.advance(2000)  # ADC off: nothing converts, cells and BAT stay frozen
+    assert _rd(i2c, 0x0C, 12) == data[:12]
+    assert _rd(i2c, 0x2A, 2) == data[0x2A - 0x0C:0x2C - 0x0C]
+
+
+def test_power_on_reset_adc_on_converts_again():
+    sim, emu, i2c = _rig(cells=5)
+    _configure(i2c)
+    sim.advance(1000)
+    c1 = _code14(i2c, 0x0C)
+    emu.power_on_reset(adc_on=True, keep_data=True)
+    assert _rd(i2c, 0x00, 12) == DEFAULTS[:4] + bytes((0x10,)) + DEFAULTS[5:]
+    assert _code14(i2c, 0x0C) == c1
+    sim.pack.cell_force_mv[0] = 3000.0
+    sim.advance(250)
+    assert abs(380 * _code14(i2c, 0x0C) / 1000 + 30 - 3000) <= 0.5
+    # OV/UV work again with ADC_EN, at the default trip levels (OV_TRIP 0xAC)
+    assert abs(emu.ov_threshold_mv() - (380 * (0x2008 | 0xAC << 4) / 1000 + 30)) < 1e-6
+
+
+def test_power_on_reset_without_data_and_default_adc():
+    sim, emu, i2c = _rig(cells=4)
+    _configure(i2c)
+    sim.advance(1000)
+    emu.power_on_reset(keep_data=False)  # adc_on=None: the emulator's adc_en_on_boot
+    assert _rd(i2c, 0x0C, 0x34 - 0x0C) == bytes(0x34 - 0x0C)
+    assert emu.regs[0x04] == (0x10 if emu.adc_en_on_boot else 0)
+    sim2, emu2, i2c2 = _rig(cells=4, emu_kwargs={"adc_en_on_boot": True})
+    _configure(i2c2)
+    emu2.power_on_reset()
+    assert emu2.regs[0x04] == 0x10
+    # a shipped chip has nothing to reset
+    _wr(i2c2, 0x04, [0x00])
+    _wr(i2c2, 0x04, [0x01])
+    _wr(i2c2, 0x04, [0x02])
+    assert emu2.shipped
+    emu2.power_on_reset()
+    assert emu2.shipped and emu2.trip_count["POR"] == 1
+
+
+def test_upset_flips_bits_and_the_chip_acts_on_them():
+    sim, emu, i2c = _rig(cells=4)
+    _configure(i2c)
+    emu.upset(0x09, 0x01)  # OV_TRIP 0xBF -> 0xBE
+    assert _rd(i2c, 0x09, 1) == bytes((0xBE,))
+    assert abs(emu.ov_threshold_mv() - (380 * (0x2008 | 0xBE << 4) / 1000 + 30)) < 1e-6
+    emu.upset(0x0A, 0x80)  # UV_TRIP 0x99 -> 0x19
+    assert abs(emu.uv_threshold_mv() - (380 * (0x1000 | 0x19 << 4) / 1000 + 30)) < 1e-6
+    emu.upset(0x06, 0x80)  # RSNS 1 -> 0: SCD 111 mV -> 56 mV (code 3), 1 mOhm
+    assert emu.scd_ma == 56000
+    emu.upset(0x01, 0x10)  # CB5 = channel 5 = cell 4 of a 4S '20
+    assert emu.bal_cells == 0b1001
+    emu.upset(0x05, 0x01)  # CHG_ON flipped off
+    assert not emu.chg_on and emu.dsg_on
+    emu.upset(0x04, 0x10)  # ADC_EN lost: no more conversions
+    c = _code14(i2c, 0x0C)
+    sim.pack.cell_force_mv[0] = 1600.0  # below the upset UV trip (~1738 mV)
+    sim.advance(5000)  # > the 4 s UV delay
+    assert _code14(i2c, 0x0C) == c and emu.regs[0] & 0x08 == 0  # no conversion, no UV
+    emu.upset(0x04, 0x10)  # ADC_EN back: UV trips after its delay
+    sim.advance(5000)
+    assert emu.regs[0] & 0x08
+    assert emu.trip_count["UPSET"] == 7
+
+
+def test_tap_fault_on_some_conversions():
+    sim, emu, i2c = _rig(cells=4)
+    _configure(i2c)
+    sim.advance(500)
+    good = _code14(i2c, 0x0E)  # cell 2 (channel 2)
+    emu.tap_fault = (1, 1200, 1, 3)  # cell index 1 reads 1200 mV on 1 of every 3 conversions
+    bad = (1200 * 1000 - 30000 + 190) // 380
+    seen = []
+    for _ in range(6):
+        sim.advance(250)
+        codes = [_code14(i2c, 0x0C + 2 * k) for k in range(5)]
+        b = _rd(i2c, 0x2A, 2)
+        assert (b[0] << 8) | b[1] == sum(codes) // 4  # BAT follows the faulty tap
+        seen.append(codes[1])
+    assert seen.count(bad) == 2 and all(abs(c - good) <= 3 for c in seen if c != bad)
+    emu.tap_fault = None
+    sim.advance(250)
+    assert abs(_code14(i2c, 0x0E) - good) <= 3

@@ -49,7 +49,38 @@ class FakeBQ:
         self.shipped = False
         self._ship_step = 0
 
+    def power_on_reset(self, adc_on=False, keep_data=True):
+        """The chip resets while the MCU keeps running: the control and protection registers
+        (0x00..0x0B) are back at their datasheet defaults (OV_TRIP 0xAC, UV_TRIP 0x97, the
+        rest 0; SYS_CTRL1 = ADC_EN if adc_on, the DS ambiguity of bq769x0.md 2.3). The
+        factory trim (0x50..0x59) stays; the measurement registers keep their last values
+        (frozen: this fake has no ADC) unless keep_data is False."""
+        r = self.regs
+        for a in range(0x0C):
+            r[a] = 0
+        r[0x09] = 0xAC
+        r[0x0A] = 0x97
+        if adc_on:
+            r[0x04] = 0x10
+        if not keep_data:
+            for a in range(0x0C, 0x34):
+                r[a] = 0
+        self._ship_step = 0
+
     # ------------------------------------------------------------ test helpers
+
+    def trip(self, bits):
+        """The chip latches SYS_STAT bits and does what DS Table 8-1 says: OV, XREADY and
+        OVRD_ALERT clear CHG_ON; UV, OCD, SCD, XREADY and OVRD_ALERT clear DSG_ON; XREADY
+        also clears every CB bit."""
+        r = self.regs
+        r[0] |= bits
+        if bits & 0x34:
+            r[5] &= ~0x01 & 0xFF
+        if bits & 0x3B:
+            r[5] &= ~0x02 & 0xFF
+        if bits & 0x20:
+            r[1] = r[2] = r[3] = 0
 
     def set_gain(self, gain_uv, offset_mv):
         code = gain_uv - 365
