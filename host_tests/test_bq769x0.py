@@ -1136,28 +1136,31 @@ def test_set_fets_keeps_a_fet_off_while_its_trip_is_reported():
 
 
 def test_set_fets_writes_sys_ctrl2_without_reading_it():
+    # The gate before closing a FET reads SYS_STAT..CC_CFG (0x00..0x0B, 12 registers) in one
+    # transaction: the trips that opened a FET and the registers a reset or upset changes.
     for crc, stride in ((True, 2), (False, 1)):
         fake, drv, snap = make(5, crc=crc)
         fill_cells(fake, drv)
         fake.log = []
         drv.set_fets(True, False)
-        assert fake.reads() == [(0x00, stride)]  # SYS_STAT only: the trip gate
+        assert fake.reads() == [(0x00, 12 * stride)]
         assert fake.writes() == [bytes((CC_EN | CHG_ON,))] and fake.regs[5] == 0x41
         fake.log = []
         drv.set_fets(False, True)
-        assert fake.reads() == [(0x00, stride)]
+        assert fake.reads() == [(0x00, 12 * stride)]
         assert fake.writes() == [bytes((CC_EN | DSG_ON,))]
         fake.log = []
         drv.set_fets(False, False)  # opening both needs no read
         assert fake.reads() == [] and fake.writes() == [bytes((CC_EN,))]
-        # whatever SYS_CTRL2 holds, the write is CC_EN | CHG_ON | DSG_ON: DELAY_DIS and
-        # CC_ONESHOT never written (and the chip's reserved bits never)
+        # DELAY_DIS / CC_ONESHOT in SYS_CTRL2 were never written by the host: an upset. The
+        # gate sees it, writes only CC_EN (FETs off) and the next read is refused.
         fake.regs[5] = DELAY_DIS | CC_ONESHOT | CHG_ON
         fake.log = []
         drv.set_fets(True, True)
-        assert fake.reads() == [(0x00, stride)]
-        assert fake.writes() == [bytes((CC_EN | CHG_ON | DSG_ON,))]
-        assert fake.regs[5] == 0x43 and fake.reserved_violations == 0
+        assert fake.reads() == [(0x00, 12 * stride)]
+        assert fake.writes() == [bytes((CC_EN,))]
+        assert fake.regs[5] == CC_EN and fake.reserved_violations == 0
+        raises(AfeConfigError, drv.read, snap, 10000)
 
 
 def test_set_fets_readback_shows_what_the_chip_did():

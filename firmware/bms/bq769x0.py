@@ -611,12 +611,16 @@ class BQ769x0:
             snap.error_total += 1
             snap.flags = 0
             raise
-        bad = self._check(mb, s) if self._cfg_ok else (self._cfg_err or 0xFF)
+        if self._cfg_ok:
+            bad = self._check(mb, s)
+            if bad:  # the chip lost what was programmed: init() has to start over
+                self._cfg_ok = False
+                self._inited = False
+                self._cfg_err = bad
+        else:
+            bad = self._cfg_err or 0xFF  # not (yet) programmed and verified
         snap.errors = 0
         if bad:
-            self._cfg_ok = False
-            self._inited = False
-            self._cfg_err = bad
             snap.cfg_err = CFG_ERR | bad
             snap.flags = 0
             raise AfeConfigError("AFE register 0x%02x lost its value" % bad)
