@@ -163,6 +163,12 @@ def input_map(cells, variant=None):
     return tuple(out)
 
 
+def cell_groups(cells, variant=None):
+    """Tuple: the 5-input group (0, 1, 2) of each cell, per the input map (two neighbouring
+    cells of one group never bleed together)."""
+    return tuple((c - 1) // 5 for c in input_map(cells, variant))
+
+
 def _gcd(a, b):
     while b:
         a, b = b, a % b
@@ -357,7 +363,7 @@ class BQ769x0:
         self._fet_bits = 0  # CHG_ON | DSG_ON as last written (the chip may only clear them)
         self._cb = bytearray(3)  # CB bits commanded per group (likewise)
         # Group (0, 1, 2) of each cell: two neighbouring cells of one group never bleed together.
-        self.cell_groups = tuple((c - 1) // 5 for c in self.channels)
+        self.cell_groups = cell_groups(cells, self.variant)
         self._cfg_err = 0
         self._xr_since = -1  # time DEVICE_XREADY was first seen (-1: not reported)
         self._ov_since = -1  # likewise OVRD_ALERT
