@@ -196,6 +196,8 @@ class Bq769x0Model:
         self.read_ok_seq = [0] * n  # seq of the last clean read
         self.last_bad_cell_read_t = -10 ** 9  # a clean read delivered a faulted cell reading
         self.last_bad_ts_read_t = -10 ** 9  # ... a faulted thermistor reading
+        self.last_tap_fault_t = -10 ** 9  # a tap fault was present at a tick
+        self.last_ts_fault_t = -10 ** 9  # a thermistor fault was present at a tick
         self.last_cfg_change_seq = 0  # a config register changed value (write, upset, reset)
         self.last_reset_seq = 0
         self.chg_rises = 0  # host writes that set CHG_ON from 0 (counted until taken)
@@ -320,6 +322,10 @@ class Bq769x0Model:
         self.seq += 1
         self.t_ms = now_ms
         self._tick_no += 1
+        if self.tap_cell >= 0 and self.tap_pattern:
+            self.last_tap_fault_t = now_ms
+        if self.ts_fault[0] or self.ts_fault[1] or self.ts_fault[2]:
+            self.last_ts_fault_t = now_ms
         if self.shipped:
             return
         r = self.regs

@@ -24,13 +24,17 @@
 #   I2  DSG_ON likewise with cell_uv_mv / cell_uv_delay_ms, dsg_temp_min..max, body diode while
 #       charging (true current > body_diode_ma/2).
 #   I3  any FET on => no true cell below cell_deep_uv_mv for >= cell_deep_uv_delay_ms + 250 ms.
-#   I4  a FET bit set from 0 by the host in a cycle => in that cycle every cell pair, BAT and CC
-#       were read cleanly, from this tick's conversion, sound (no tap fault, not the zeros right
-#       after a wake-up); every configured thermistor's last read was clean, a thermistor-mode
-#       conversion of a healthy sensor, at most TS_FRESH_MS old; all of them converted after
-#       the configuration was last restored; the control bits (ADC_EN, TEMP_SEL, CC_EN) right
-#       and every protection/configuration register consistent with the configuration (a
-#       register upset younger than CONFIG_CHECK_MS excepted); and no I1/I2/I3 condition of
+#   I4  a FET bit set from 0 by the host in a cycle (also one cleared again in the same cycle)
+#       => in that cycle every cell pair, BAT and CC were read cleanly, from this period's
+#       conversion (the firmware can tell by CC_READY: the model's stall freezes both
+#       converters), sound (no tap fault, not the zeros right after a wake-up); every
+#       configured thermistor's last read was clean, a thermistor-mode conversion of a healthy
+#       sensor, at most TS_FRESH_MS old; after a wrong control bit, the results that bit
+#       affects (ADC_EN: cells, BAT, TS; TEMP_SEL: TS; CC_EN: CC) come from conversions after
+#       the configuration was whole again; the control bits right and every
+#       protection/configuration register consistent with the configuration (an upset of a
+#       protection register younger than CONFIG_CHECK_MS excepted, unless a control bit was
+#       wrong too: then the re-initialisation must be complete); and no I1/I2/I3 condition of
 #       that direction past its bound.
 #   I5  a wrong control bit (ADC_EN, TEMP_SEL, CC_EN; a reset clears CC_EN and TEMP_SEL) at the
 #       start of a cycle => both FET bits off at the end of that cycle; a wrong protection or
@@ -38,8 +42,10 @@
 #       the end of the first cycle >= CONFIG_CHECK_MS after it appeared.
 #   I6  no fault clears (faults | latched) while its condition held on the true values for the
 #       whole release window: cell_ov (true max cell >= cell_ov_release_mv), cell_uv, the four
-#       temperature faults (window + 2 s thermistor conversion period), cell_implausible and
-#       temp_sensor (a faulted reading was delivered less than release_delay_ms - 250 ago).
+#       temperature faults (window + 2 s thermistor conversion period) -- judged only when no
+#       tap fault (cells) / thermistor fault (temperatures) was present within the window, so
+#       the quantity was observable --; cell_implausible and temp_sensor (a faulted reading
+#       was delivered less than release_delay_ms - 250 ms ago).
 #   I7  nothing raises out of fast_cycle / slow_cycle.
 #   I8  the host never breaks a datasheet rule on the bus (reserved bits written 1, adjacent
 #       CB bits of one group, CB on an unused input, a CRC frame without its CRC, a write to a
@@ -275,6 +281,8 @@ class World:
         self.dev = [rng.range(-15, 15) for _ in range(cells)]
         self.mv = [self.level + d for d in self.dev]
         self.amb = rng.uniform(10.0, 30.0)
+        self.amb_goal = self.amb
+        self.amb_end = 0
         self.temps = [self.amb] * n_ts
         self.tdev = [rng.uniform(-1.0, 1.0) for _ in range(n_ts)]
         self.die = 35.0
@@ -301,7 +309,7 @@ class World:
         self.level = max(lo, min(hi, self.level))
         if self.v_exc is not None and t >= self.v_exc[3]:
             self.v_exc = None
-        if self.v_exc is None and rng.chance(60):
+        if self.v_exc is None and rng.chance(90):
             k = rng.below(10)
             if k < 4:
                 target = cfg.cell_ov_mv + rng.range(-12, 160)
@@ -326,28 +334,35 @@ class World:
             elif v > goal:
                 v = max(goal, v - rate)
             self.mv[i] = max(1500, min(4300, v))
-        # temperatures
-        self.amb += rng.uniform(-0.05, 0.05)
-        self.amb = max(8.0, min(32.0, self.amb))
+        # temperatures: the ambient wanders (<= 0.03 degC per step) inside the charge window,
+        # often close to one of its edges; excursions leave the windows at <= 0.4 degC/step
+        if t >= self.amb_end:
+            lo, hi = cfg.chg_temp_min_dc / 10 + 2.0, cfg.chg_temp_max_dc / 10 - 2.0
+            k = rng.below(3)
+            self.amb_goal = (rng.uniform(lo, lo + 4.0) if k == 0 else
+                             rng.uniform(hi - 4.0, hi) if k == 1 else rng.uniform(lo, hi))
+            self.amb_end = t + rng.range(200, 2000) * STEP_MS
+        d = self.amb_goal - self.amb
+        self.amb += max(-0.03, min(0.03, d))
         if self.t_exc is not None and t >= self.t_exc[3]:
             self.t_exc = None
-        if self.t_exc is None and rng.chance(120):
+        if self.t_exc is None and rng.chance(200):
             k = rng.below(8)
             if k < 3:
-                target = cfg.chg_temp_min_dc / 10 - rng.uniform(-1.0, 20.0)
+                target = cfg.chg_temp_min_dc / 10 - rng.uniform(-1.0, 8.0)
             elif k < 5:
-                target = cfg.chg_temp_max_dc / 10 + rng.uniform(-1.0, 15.0)
+                target = cfg.chg_temp_max_dc / 10 + rng.uniform(-1.0, 8.0)
             elif k < 6:
-                target = cfg.dsg_temp_min_dc / 10 - rng.uniform(-1.0, 6.0)
+                target = cfg.dsg_temp_min_dc / 10 - rng.uniform(-1.0, 4.0)
             else:
-                target = cfg.dsg_temp_max_dc / 10 + rng.uniform(-1.0, 10.0)
+                target = cfg.dsg_temp_max_dc / 10 + rng.uniform(-1.0, 6.0)
             sensors = [rng.below(self.n_ts)] if rng.below(2) else list(range(self.n_ts))
-            rate = rng.uniform(0.1, 0.5)
+            rate = rng.uniform(0.1, 0.4)
             hold = abs(target - self.amb) / rate * STEP_MS + rng.range(4, 100) * STEP_MS
             self.t_exc = (sensors, target, rate, t + int(hold))
         for i in range(self.n_ts):
             goal = self.amb + self.tdev[i]
-            rate = 0.1
+            rate = 0.4
             if self.t_exc is not None and i in self.t_exc[0]:
                 goal = self.t_exc[1]
                 rate = self.t_exc[2]
@@ -587,8 +602,12 @@ class Rig:
                   "ov_rel", "uv_rel", "cut_rel", "cot_rel", "dut_rel", "dot_rel", "ts_bad"):
             self.since[k] = never
         self._prev_faults = None
-        self.recover_pending = False
-        self.need_fresh_after = 0
+        # after a wrong control bit: which results must come from conversions after the
+        # configuration is whole again ("cells" also covers BAT), and whether a close needs
+        # every register right (no grace for the protection registers after a reset)
+        self.pending = {}
+        self.fresh_after = {"cells": 0, "ts": 0, "cc": 0}
+        self.reinit_required = False
         self.slow_since = None
         self.off_pending = None  # reason both FETs must be off (carried while not judged)
         self.cycle_seq0 = 0
@@ -662,12 +681,20 @@ class Rig:
         self.tick_seq = m.seq
         self._judge_truth(t)
         fast, slow = config_mismatch(m, self.cfg, self.board.N_TEMPS, self.board.SHUNT_UOHM)
-        if fast or slow:
-            self.recover_pending = True
-        if slow and not fast:
+        for f in fast:
+            self.reinit_required = True
+            if f.startswith("ADC_EN"):
+                self.pending["cells"] = self.pending["ts"] = True
+            elif f.startswith("TEMP_SEL"):
+                self.pending["ts"] = True
+            elif f.startswith("CC_EN"):
+                self.pending["cc"] = True
+            else:
+                self.pending["cells"] = self.pending["ts"] = self.pending["cc"] = True
+        if slow:
             if self.slow_since is None:
                 self.slow_since = t
-        elif not slow:
+        else:
             self.slow_since = None
         if fast:
             self.off_pending = "control bits %s at the start of the cycle%s" % (
@@ -781,10 +808,10 @@ class Rig:
         m = self.model
         s0 = self.cycle_seq0
         tick = self.tick_seq
-        fresh = self.need_fresh_after
         out = []
         for name, regs in (("cell", self._cell_regs), ("BAT", (afe.BAT_HI,)),
                            ("CC", (afe.CC_HI,))):
+            fresh = self.fresh_after["cc" if name == "CC" else "cells"]
             for k, a in enumerate(regs):
                 label = "%s%d" % (name, k + 1) if name == "cell" else name
                 for x in (a, a + 1):
@@ -805,6 +832,7 @@ class Rig:
                     else:
                         continue
                     break
+        fresh = self.fresh_after["ts"]
         for k, a in enumerate(self._ts_regs):
             label = "TS%d" % (k + 1)
             for x in (a, a + 1):
@@ -839,16 +867,21 @@ class Rig:
             st["dsg_on"] += 1
         rc, rd = m.take_rises()
         fast, slow = config_mismatch(m, self.cfg, self.board.N_TEMPS, self.board.SHUNT_UOHM)
-        if self.recover_pending and not fast and not slow:
-            self.recover_pending = False
-            self.need_fresh_after = m.last_cfg_change_seq
+        if not fast and not slow:
+            for k in self.pending:
+                self.fresh_after[k] = m.last_cfg_change_seq
+            self.pending = {}
+            self.reinit_required = False
         # I4: closes
         if rc or rd:
             probs = []
             if fast:
                 probs.append("control bits wrong: " + ",".join(fast))
-            if slow and (self.slow_since is None or t - self.slow_since >= CONFIG_CHECK_MS):
-                probs.append("registers wrong: " + ",".join(slow))
+            if slow and (self.reinit_required or self.slow_since is None
+                         or t - self.slow_since >= CONFIG_CHECK_MS):
+                probs.append("registers wrong%s: %s" % (
+                    " (re-initialisation incomplete)" if self.reinit_required else "",
+                    ",".join(slow)))
             probs.extend(self._reading_problems(t))
             if rc:
                 st["chg_closes"] += 1
@@ -900,14 +933,19 @@ class Rig:
                   ("chg_ot", "cot_rel", rd + 2000, "true max temp above the chg_ot release"),
                   ("dsg_ut", "dut_rel", rd + 2000, "true min temp below the dsg_ut release"),
                   ("dsg_ot", "dot_rel", rd + 2000, "true max temp above the dsg_ot release"))
+        m = self.model
         for name, key, window, text in checks:
             bit = fb.get(name, 0)
             if cleared & bit:
+                # judged only while the quantity was observable: no tap fault (cells) or
+                # thermistor fault (temperatures) anywhere within the window
+                last = m.last_tap_fault_t if name.startswith("cell") else m.last_ts_fault_t
+                if t - last <= window:
+                    continue
                 age = self._age(key, t)
                 if age >= window:
                     self.violation("I6 %s cleared" % name, "%s for %d ms (release window %d)"
                                    % (text, age, window))
-        m = self.model
         bit = fb.get("cell_implausible", 0)
         if cleared & bit and t - m.last_bad_cell_read_t < rd - STEP_MS:
             self.violation("I6 cell_implausible cleared", "an implausible cell reading was "
