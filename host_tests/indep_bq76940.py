@@ -203,7 +203,6 @@ class Bq769x0Model:
         self.chg_rises = 0  # host writes that set CHG_ON from 0 (counted until taken)
         self.dsg_rises = 0
         self.fet_write_failed = False  # the last attempted write covering SYS_CTRL2 failed
-        self.fet_write_attempts = 0
         self.tx_total = 0
         self.tx_failed = 0
         self.violations = []  # protocol violations by the host (reserved bits, adjacency...)
@@ -231,6 +230,10 @@ class Bq769x0Model:
         self._conv_count = 0
         self._tick_no = 0
         self._codes = [0] * 16
+        self.protect_after_tx = 0  # 0: comparators decide at the tick; n: after n transactions
+        self.stat_seen = 0  # SYS_STAT as the host last read it, minus the bits it cleared since
+        self._protect_pending = False
+        self._tx_in_cycle = 0
         self.power_on(adc_on_at_boot, keep_results=False)
 
     # ---------------------------------------------------------------- configuration
@@ -348,8 +351,27 @@ class Bq769x0Model:
             self._convert_cells()
             if (self._tick_no - self.ts_phase) % 8 == 0:
                 self._convert_temps()
-        self._protect()
+        self._tx_in_cycle = 0
+        if self.protect_after_tx > 0:
+            # the comparators decide while the host is on the bus: after that many
+            # transactions of the coming cycle (their timeline is not the host's)
+            self._protect_pending = True
+        else:
+            self._protect()
         self._alert_check()
+
+    def _bus_clock(self):
+        self._tx_in_cycle += 1
+        if self._protect_pending and self._tx_in_cycle > self.protect_after_tx:
+            self.flush_protect()
+
+    def flush_protect(self):
+        """Run a protection decision still pending from this period (end of the cycle)."""
+        if self._protect_pending:
+            self._protect_pending = False
+            if not self.shipped:
+                self._protect()
+                self._alert_check()
 
     def _convert_cells(self):
         r = self.regs
@@ -462,18 +484,20 @@ class Bq769x0Model:
         old = r[a] if a < NREGS else 0
         if a == SYS_STAT:
             r[a] &= ~v & 0xFF  # write 1 to clear [REF 2.2]
+            self.stat_seen &= ~v & 0xFF
             self._alert_check()
             return
         if CELLBAL1 <= a <= CELLBAL1 + 2:
             if v & 0xE0:
                 self._violation("CELLBAL%d reserved bits %02X" % (a, v))
             v &= 0x1F
-            if v & (v >> 1):
+            if v & (v >> 1):  # REF 7.2: no two adjacent cells of one group
                 self._violation("CELLBAL%d adjacent cells %02X" % (a, v))
             grp = a - CELLBAL1
             for b in range(5):
                 if v & (1 << b) and (5 * grp + b + 1) not in self.channels:
-                    self._violation("CELLBAL%d bit %d on an unused input" % (a, b))
+                    # a shorted input carries no cell (REF 6): a wrong cell-to-input map
+                    self._violation("CELLBAL%d bit %d on an input without a cell" % (a, b))
             if 5 * grp >= self.nch and v:
                 self._violation("CELLBAL%d does not exist on %s" % (a, self.variant))
             r[a] = v
@@ -504,6 +528,16 @@ class Bq769x0Model:
                 self.chg_rises += 1
             if v & C2_DSG_ON and not old & C2_DSG_ON:
                 self.dsg_rises += 1
+            # recovery is: clear the SYS_STAT bit, then write the FET again [REF 5.5]. Judged
+            # on bits the host had read and not cleared since (a trip landing between the
+            # host's last read and this write is a race no host can see)
+            st = r[SYS_STAT] & self.stat_seen
+            if v & C2_CHG_ON and st & (ST_OV | ST_XREADY | ST_OVRD):
+                self._violation("FET gate: CHG_ON written 1 while SYS_STAT=%02X reports the "
+                                "trip that opened it" % st)
+            if v & C2_DSG_ON and st & (ST_UV | ST_OCD | ST_SCD | ST_XREADY | ST_OVRD):
+                self._violation("FET gate: DSG_ON written 1 while SYS_STAT=%02X reports the "
+                                "trip that opened it" % st)
             if v & C2_CC_ONESHOT:
                 if not v & C2_CC_EN and not r[SYS_STAT] & ST_CC_READY:
                     self._oneshot = True
@@ -534,7 +568,7 @@ class Bq769x0Model:
         r[a] = v
 
     # ---------------------------------------------------------------- the bus side
-    def _fail(self, write, reg, n):
+    def _fail(self):
         """Injected NACK: True when this transaction fails."""
         if self.dead or self.shipped:
             return True
@@ -543,12 +577,11 @@ class Bq769x0Model:
         return False
 
     def i2c_write(self, addr, reg, buf):
+        self._bus_clock()
         self.seq += 1
         self.tx_total += 1
         covers_ctrl2 = reg <= SYS_CTRL2 < reg + max(1, len(buf) // (2 if self.crc else 1))
-        if covers_ctrl2:
-            self.fet_write_attempts += 1
-        if addr != self.address or self._fail(True, reg, len(buf)):
+        if addr != self.address or self._fail():
             self.tx_failed += 1
             if covers_ctrl2:
                 self.fet_write_failed = True
@@ -580,11 +613,12 @@ class Bq769x0Model:
             self.fet_write_failed = False
 
     def i2c_read(self, addr, reg, buf):
+        self._bus_clock()
         self.seq += 1
         self.tx_total += 1
         n = len(buf)
         ndata = (n + 1) // 2 if self.crc else n
-        if addr != self.address or self._fail(False, reg, n):
+        if addr != self.address or self._fail():
             self.tx_failed += 1
             for i in range(ndata):
                 a = reg + i
@@ -626,6 +660,8 @@ class Bq769x0Model:
                 self.read_bad[a] = bad
                 if ok:
                     self.read_ok_seq[a] = seq
+                    if a == SYS_STAT:
+                        self.stat_seen = true_d
                     if bad == BAD_FAULT:
                         if a < BAT_HI:
                             self.last_bad_cell_read_t = self.t_ms

@@ -50,6 +50,12 @@
 #   I8  the host never breaks a datasheet rule on the bus (reserved bits written 1, adjacent
 #       CB bits of one group, CB on an unused input, a CRC frame without its CRC, a write to a
 #       read-only register, ship mode entered).
+#   I9  the host never writes CHG_ON=1 while SYS_STAT reports OV, XREADY or OVRD_ALERT, nor
+#       DSG_ON=1 while it reports UV, OCD, SCD, XREADY or OVRD_ALERT, when its last read of
+#       SYS_STAT showed that bit and it has not cleared it since (REF 5.5: clear the bit first,
+#       then write the FET). The chip's comparators decide at a random point of the host's
+#       cycle (after 0-7 bus transactions), so a trip can land between a read and a write; a
+#       trip the host has not read yet is a race, not judged.
 # Steps in which the bus was dead for the whole cycle or the last write to SYS_CTRL2 was
 # NACKed are not judged for I1-I3/I5 (the firmware could not reach the FETs); I5 then carries
 # over to the next cycle.
@@ -509,7 +515,8 @@ def fault_bits(names, wanted):
 class Rig:
     def __init__(self, seed, board=None, gain_uv=None, offset_mv=None, rates=None,
                  nack_prob=200, corrupt_prob=300, script=None, adc_on_at_boot=None,
-                 max_violations=5, tag="rig", cfg_overrides=None, on_step=None):
+                 max_violations=5, tag="rig", cfg_overrides=None, on_step=None,
+                 midcycle=True):
         from bms.app import Bms
         from bms.hardware import Hardware
         from bms.protection import FAULT_NAMES
@@ -539,6 +546,7 @@ class Rig:
         self.Hardware = Hardware
         self.cfg_overrides = cfg_overrides
         self.on_step = on_step  # callable(rig, t) after the world moved, before the chip tick
+        self.midcycle = midcycle
         self.injector = Injector(rng, self.model, rates, nack_prob, corrupt_prob)
         self.max_violations = max_violations
         self.violations = []
@@ -599,7 +607,7 @@ class Rig:
         never = None
         self.since = {}  # condition -> first step time of its current continuous run
         for k in ("ov", "uv", "deep", "cut", "cot", "dut", "dot",
-                  "ov_rel", "uv_rel", "cut_rel", "cot_rel", "dut_rel", "dot_rel", "ts_bad"):
+                  "ov_rel", "uv_rel", "cut_rel", "cot_rel", "dut_rel", "dot_rel"):
             self.since[k] = never
         self._prev_faults = None
         # after a wrong control bit: which results must come from conversions after the
@@ -618,7 +626,6 @@ class Rig:
         m = self.model
         self._cell_regs = [afe.VC1_HI + 2 * (ch - 1) for ch in m.channels]
         self._ts_regs = [afe.TS1_HI + 2 * i for i in range(self.board.N_TEMPS)]
-        self._fet_after = m.fets()
 
     def _set_inputs(self, t):
         w = self.world
@@ -677,6 +684,9 @@ class Rig:
         reset, upset = self.injector.step(t)
         if self.on_step is not None:
             self.on_step(self, t)
+        # where in the coming cycle the chip's comparators decide (0: before it; else after
+        # that many bus transactions) -- a trip can land between the host's read and write
+        m.protect_after_tx = self.rng.below(8) if self.midcycle else 0
         m.tick(t)
         self.tick_seq = m.seq
         self._judge_truth(t)
@@ -704,10 +714,10 @@ class Rig:
                                                                    ",".join(slow))
         m.take_rises()
         m.fet_write_failed = False
-        m.fet_write_attempts = 0
         tx0, fail0 = m.tx_total, m.tx_failed
         self.cycle_seq0 = m.seq
         self._run_cycles(t)
+        m.flush_protect()
         dead_cycle = (m.tx_total - tx0) > 0 and (m.tx_failed - fail0) == (m.tx_total - tx0)
         judged = not dead_cycle and not m.fet_write_failed
         self._judge_end(t, judged)
@@ -766,11 +776,6 @@ class Rig:
         self._track("cot_rel", tmax >= c.chg_temp_max_dc / 10 - rel + MT, t)
         self._track("dut_rel", tmin <= c.dsg_temp_min_dc / 10 + rel - MT, t)
         self._track("dot_rel", tmax >= c.dsg_temp_max_dc / 10 - rel + MT, t)
-        bad_ts = False
-        for i in range(n):
-            if self.model.ts_fault[i]:
-                bad_ts = True
-        self._track("ts_bad", bad_ts, t)
 
     def current_margin_ma(self):
         return max(50, 4 * 8440 // self.board.SHUNT_UOHM + 1)
@@ -964,7 +969,8 @@ class Rig:
         """The judges' reports plus I8: the host broke a datasheet rule on the bus."""
         out = list(self.violations)
         for v in self.model.violations:
-            out.append("I8 protocol seed=%d: %s" % (self.seed, v))
+            kind = "I9 FET gate" if "FET gate" in v else "I8 protocol"
+            out.append("%s seed=%d: %s" % (kind, self.seed, v))
         return out
 
     def summary(self):
@@ -977,3 +983,27 @@ class Rig:
                     st["chg_closes"], st["dsg_closes"], 100 * st["balancing"] // n,
                     st["unjudged"], st["exceptions"], st["mcu_boots"],
                     len(self.model.violations), self.nviol, self.injector.counts))
+
+
+def main(argv):
+    """Reproduce one property run: indep_harness.py SEED [STEPS [CELLS]] (defaults of the
+    property runs in test_indep_afe_props.py: random faults, GAIN/OFFSET from the seed)."""
+    if not IS_MPY:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for p in ("tools/compat", "host_tests/fakes", "firmware", "tools", "host_tests"):
+            sys.path.insert(0, os.path.join(root, p))
+    seed = int(argv[1])
+    steps = int(argv[2]) if len(argv) > 2 else 5000
+    cells = int(argv[3]) if len(argv) > 3 else 15
+    rig = Rig(seed, board=Board(CELLS=cells), max_violations=20, tag="main")
+    try:
+        rig.run(steps)
+        print(rig.summary())
+        for v in rig.all_violations():
+            print(v)
+    finally:
+        rig.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -295,24 +295,41 @@ def test_runtime_hw_limit_change_reaches_afe():
 
 
 # --------------------------------------------------------------------------------------
-# restoring the FETs after XREADY must not re-close CHG while a hardware OV trip stands
+# restoring the FETs after XREADY must not re-close a FET while the hardware trip that opened
+# it is still reported (I9): the body-diode case asks for the FET while the trip stands
 
 
-def test_xready_restore_keeps_charge_fet_off_during_hw_ov():
+def _restore_gate(chg_side):
     def script(w, t):
         _steady(w, t, 3300, 25.0, 0)
         if t >= 10000:
-            w.mv[1] = min(3800, 3300 + (t - 10000) // 250 * 50)
+            if chg_side:  # a cell above the hardware OV limit; the pack discharges at 5 A
+                w.mv[1] = min(3800, 3300 + (t - 10000) // 250 * 50)
+            else:  # a cell below the hardware UV limit; the pack is charged at 5 A
+                w.mv[1] = max(2400, 3300 - (t - 10000) // 250 * 50)
+        if t >= 16000:
+            w.i_req = -5000 if chg_side else 5000
 
     def on_step(rig, t):
-        if t == 20000:
+        if t == 24000:
             rig.model.xready(t, 500)
 
     rig = _rig(script, on_step)
+    rig.run(240)  # 60 s: hardware trip from ~12-16 s on, XREADY at 24 s, released >= 27 s
+    st = rig.model.regs[afe.SYS_STAT]
     problems = []
-    for _ in range(240):  # 60 s: OV from ~12 s on, XREADY at 20 s, cleared/restored later
-        rig.step()
+    if not st & (afe.ST_OV if chg_side else afe.ST_UV):
+        problems.append("setup: the hardware %s trip is not standing (SYS_STAT=%02X)"
+                        % ("OV" if chg_side else "UV", st))
     _finish(rig, problems)
+
+
+def test_xready_restore_keeps_charge_fet_off_during_hw_ov():
+    _restore_gate(True)
+
+
+def test_xready_restore_keeps_discharge_fet_off_during_hw_uv():
+    _restore_gate(False)
 
 
 # --------------------------------------------------------------------------------------
