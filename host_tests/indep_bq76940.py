@@ -268,6 +268,9 @@ class Bq769x0Model:
         self._ov_ms = self._uv_ms = self._ocd_ms = 0
         self.settle_ticks = 3  # '40: 800 ms before cell data can be trusted
         self.shipped = False
+        self._protect_pending = False
+        self.stat_seen = 0
+        self.xready_until = -1
 
     def upset(self, reg, bit):
         """A single-bit flip in a control register (radiation, ESD, brown-out of one latch)."""
