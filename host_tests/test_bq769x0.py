@@ -550,6 +550,42 @@ def test_die_temperature():
     assert snap.die_temp_dc == TEMP_INVALID_DC
 
 
+def test_stalled_conversions_are_not_readings():
+    # With CC_EN the coulomb counter delivers every 250 ms (DS 8.3.1.1.3). Two reads in a
+    # row without CC_READY: the chip's scheduler stopped, every result register is frozen,
+    # so nothing is a reading. When results come back the thermistors wait for a conversion
+    # of their own (up to 2 s + tolerance), as after init().
+    fake, drv, snap = make(10, n_temps=2, log=False)
+    fill_cells(fake, drv)
+    fake.set_ts(1, _ts_adc(25))
+    fake.set_ts(2, _ts_adc(30))
+    t = 1000
+    for _ in range(12):  # 3 s of a converting chip
+        fake.regs[0] |= 0x80
+        drv.read(snap, t)
+        t += 250
+    assert snap.flags & FLAG_TEMPS_VALID and snap.flags & FLAG_CURRENT_VALID
+    drv.read(snap, t)  # one period without a result: jitter, still the last current
+    assert snap.flags & FLAG_CELLS_VALID and snap.flags & FLAG_CURRENT_VALID
+    t += 250
+    drv.read(snap, t)  # two: stalled
+    assert snap.flags == 0 and snap.errors == 0 and snap.cfg_err == 0
+    t += 250
+    drv.read(snap, t)
+    assert snap.flags == 0
+    t += 250
+    fake.regs[0] |= 0x80  # converting again
+    drv.read(snap, t)
+    assert snap.flags & FLAG_CELLS_VALID and snap.flags & FLAG_CURRENT_VALID
+    assert not snap.flags & FLAG_TEMPS_VALID
+    t0 = t
+    while t < t0 + WARM:
+        t += 250
+        fake.regs[0] |= 0x80
+        drv.read(snap, t)
+        assert bool(snap.flags & FLAG_TEMPS_VALID) == (t - t0 >= WARM), t - t0
+
+
 def test_temperatures_held_off_after_init():
     # TEMP_SEL written at init: the first conversion comes up to 2 s later (DS 8.3.1.1.5,
     # tTEMP, +3.5 % timing); until then a TS register holds 0 or, after a reset with
@@ -890,6 +926,8 @@ def test_upset_of_each_programmed_register_is_detected():
 
 
 def _read_ok(drv, snap, t, why):
+    # a converting chip: a coulomb-counter result for every read (CC_EN, 250 ms)
+    drv.i2c.regs[0] |= 0x80
     drv.read(snap, t)
     assert snap.cfg_err == 0, (why, snap.cfg_err)
     assert snap.flags & FLAG_CELLS_VALID and snap.errors == 0, why

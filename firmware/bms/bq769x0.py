@@ -324,6 +324,7 @@ class BQ769x0:
         self._cc_have = False
         self._t_first = -1
         self._cc_age = 2  # reads since the last CC sample (>1: no valid current)
+        self._cc_stall = False  # the chip's conversions stopped (no CC result for 2 reads)
 
         # CRC seeds: CRC of the address byte alone.
         self._crc_w = _CRC[address << 1]
@@ -518,6 +519,7 @@ class BQ769x0:
         self.set_calibration(gain, off - 256 if off & 0x80 else off)  # ADCOFFSET is signed
         self._cc_have = False
         self._cc_age = 2
+        self._cc_stall = False
         self._t_first = -1  # time of the first read after init (temperature warm-up)
         self._xr_since = -1
         self._ov_since = -1
@@ -632,6 +634,16 @@ class BQ769x0:
             raise AfeConfigError("AFE register 0x%02x lost its value" % bad)
         snap.cfg_err = 0
         cc_ready = stat & _ST_CC_READY
+        # The coulomb counter delivers every 250 ms while CC_EN is set. Two reads in a row
+        # without a result: the chip's conversions are not running, so nothing in its result
+        # registers is fresh (cells, pack, thermistors are frozen too). When results come
+        # back, the thermistors wait for a conversion of their own (up to 2 s + tolerance).
+        if cc_ready:
+            if self._cc_stall:
+                self._cc_stall = False
+                self._t_first = now_ms
+        elif self._cc_have and self._cc_age >= 1:
+            self._cc_stall = True
         gain = self.gain_uv
         off = self.offset_mv
         idx = self._cell_idx
@@ -689,6 +701,8 @@ class BQ769x0:
                 self._cc_age += 1
             if self._cc_age <= 1:
                 flags |= FLAG_CURRENT_VALID
+        if self._cc_stall:
+            flags = 0
         ctrl2 = mb[5 * s]
         snap.chg_fet = (ctrl2 & _CHG_ON) != 0
         snap.dsg_fet = (ctrl2 & _DSG_ON) != 0
