@@ -6,6 +6,7 @@
 from bms.config import Config
 from bms.events import EventLog
 from bms.snapshot import Snapshot
+from bms.status import Status
 
 # Names of the fault/warning bits of this fake (bit i = FAULT_NAMES[i]). Tests pass them to
 # CanProtocol(fault_names=...) so they do not depend on bms.protection's real list.
@@ -74,6 +75,7 @@ class FakeBms:
         self.cfg = cfg
         self.events = events if events is not None else EventLog(64)
         self.snap = Snapshot(cells, n_temps)
+        self.status = Status(cells, n_temps)  # the outbound view (filled by the real app)
         self.prot = FakeProt()
         self.est = FakeEst()
         self.limits = FakeLimits()
