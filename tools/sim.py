@@ -675,6 +675,8 @@ class RunStats:
         for e in new:
             k = e.split(":", 1)[0]
             self.kinds[k] = self.kinds.get(k, 0) + 1
+            if k != e:
+                self.kinds[e] = self.kinds.get(e, 0) + 1
 
     def second(self, t, sim, bms, st):
         cfg = self.cfg

@@ -20,7 +20,8 @@
 #   ("reaction",)            the watched FET (`watch`) opened within its delay + 250 ms
 #   ("recovered",)           ... and closed again once the cause was gone
 #   ("end_normal",)          the run ended in state normal with no active fault
-#   ("event", "kind")        an event of this kind was logged (bms.events.NAMES)
+#   ("event", "kind")        an event of this kind was logged (bms.events.NAMES), or with
+#                            its detail as in the log's events column: "inverter:lost"
 #   ("max", "key", value)    the summary figure `key` is at most value; a value that is a
 #                            name is the configuration field of that name (e.g. "cell_ov_mv")
 #   ("min", "key", value)    the summary figure `key` is at least value
@@ -347,7 +348,9 @@ class InverterLost(Scenario):
     name = "inverter-lost"
     doc = "the inverter goes silent for 2 minutes: the BMS notices, keeps protecting and sending"
     hours = 0.5
-    expect = (("event", "inverter"), ("no_fault", "*"), ("end_normal",))
+    expect = (("event", "inverter:lost", "the BMS noticed the inverter was gone"),
+              ("event", "inverter:present", "... and back"), ("no_fault", "*"),
+              ("end_normal",))
     expect_recovery = True
 
     def step(self, sim, t_ms):
@@ -448,8 +451,8 @@ def _check_one(c, s):
     if kind == "event":
         n = s.get("events_by_kind", {}).get(c[1], 0)
         ok = n > 0
-        text = ("a %s event was logged (%d)" % (c[1], n)) if ok else (
-            "no %s event was logged" % c[1])
+        text = ("the event log has %s (%d)" % (c[1], n)) if ok else (
+            "the event log has no %s" % c[1])
         return ok, _words(c, 2, text, ok)
     if kind in ("max", "min"):
         key, lim = c[1], c[2]
