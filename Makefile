@@ -12,6 +12,7 @@ BOARD ?= rp2_pico
 PORT ?= auto
 DIST ?= dist/$(BOARD)
 HEAP ?= 512K
+SIMHEAP ?= 2M
 HOURS ?=
 SIMARGS ?=
 CANLOG ?=
@@ -86,7 +87,7 @@ sim: $(STAMP)  ## Simulate: make sim [SIMARGS='--scenario cell-ov'] [HOURS=2] [B
 	out="$(SIMOUT)"; if [ -z "$$out" ]; then \
 		base=build/sim/$${scen:-normal}-$$(date +%Y%m%d-%H%M%S); out=$$base; n=2; \
 		while [ -e "$$out" ]; do out=$$base-$$n; n=$$((n+1)); done; fi; \
-	MICROPYPATH=$(MICROPYPATH_SIM) $(MPY) -X heapsize=$(HEAP) tools/sim.py --out "$$out" \
+	MICROPYPATH=$(MICROPYPATH_SIM) $(MPY) -X heapsize=$(SIMHEAP) tools/sim.py --out "$$out" \
 		$(if $(HOURS),--hours $(HOURS)) $(if $(CANLOG),--candump "$$out/can.log") \
 		$(SIM_BOARD) $(SIMARGS) && \
 	$(BIN)/python tools/plot.py "$$out/sim.csv" -o "$$out/sim.png" --html "$$out/report.html"

@@ -11,7 +11,8 @@
 # Options: see USAGE below (stable interface, documented in the README). A mistake on the
 # command line (an unknown option, a value out of range, an unknown scenario or board, a file
 # that cannot be written) is one line on stderr and exit status 2; 0 = the run finished;
-# 1 = with --strict, the run finished but an expectation of the scenario failed.
+# 1 = with --strict, the run finished but an expectation of the scenario failed; 3 = the VM
+# ran out of heap (-X heapsize).
 # The log is CSV, one row per simulated second (--log-every), first line "# config: {json}",
 # then the header (COLUMNS, the cell columns, then EXTRA_COLUMNS). The summary JSON holds the
 # run's figures, for scenarios with a watched limit the reaction and recovery times measured
@@ -96,7 +97,7 @@ Other:
   -h, --help                this text
 
 Exit status: 0 the run finished; 1 with --strict, an expectation failed; 2 a mistake in
-the command line (one line on stderr says which)."""
+the command line (one line on stderr says which); 3 out of memory (-X heapsize)."""
 
 # option -> (kind, default); kind: flag | str | int | float
 OPTIONS = {
@@ -368,6 +369,10 @@ def main(argv):
     except UsageError as e:
         print("sim.py: %s" % e, file=sys.stderr)
         return 2
+    except MemoryError:
+        print("sim.py: out of memory: give the VM a larger heap (micropython -X heapsize=4M; "
+              "make sim SIMHEAP=4M)", file=sys.stderr)
+        return 3
 
 
 def run(argv):
