@@ -161,6 +161,8 @@ def _names(v):
 
 
 def _fmt_dur(s):
+    if s < 120:
+        return "%.0f s" % s
     if s < 7200:
         return "%.0f min" % (s / 60)
     return "%.1f h" % (s / 3600) if s % 3600 else "%d h" % (s // 3600)
