@@ -12,19 +12,30 @@ BOARD ?= rp2_pico
 PORT ?= auto
 DIST ?= dist/$(BOARD)
 HEAP ?= 512K
-HOURS ?= 24
+SIMHEAP ?= 2M
+HOURS ?=
 SIMARGS ?=
+CANLOG ?=
+SIMOUT ?=
 ARCHES := armv6m xtensawin
 MICROPYPATH_TEST := host_tests:host_tests/fakes:firmware:tools:.:.frozen
 MICROPYPATH_SIM := firmware:tools:.:.frozen
 FW_SRC := $(shell find firmware boards -name '*.py' 2>/dev/null)
-BOARD_ARCH = $(shell sed -n 's/^MPY_ARCH = "\(.*\)"/\1/p' boards/$(BOARD)/board.py)
+# MPY_ARCH = "armv6m"  # a comment after it, single or double quotes, any spacing
+BOARD_ARCH = $(shell sed -n 's/^MPY_ARCH[ ]*=[ ]*["'"'"']\([A-Za-z0-9_]*\)["'"'"'].*/\1/p' \
+	boards/$(BOARD)/board.py 2>/dev/null)
+BOARDS = $(filter-out sim,$(notdir $(patsubst %/board.py,%,$(wildcard boards/*/board.py))))
+# `make sim BOARD=name` simulates that board's pack; without BOARD on the command line the
+# virtual board's own 4-cell pack (or --cells/--chemistry/--capacity-ah in SIMARGS).
+SIM_BOARD = $(if $(filter command line,$(origin BOARD)),--board $(BOARD))
 
-.PHONY: help venv test lint mpy typecheck pytest mpytest sim bench bench-soc dist flash repl clean
+.PHONY: help venv test lint mpy typecheck pytest mpytest sim scenarios wiring bench bench-soc \
+	dist check-board check-port flash repl clean
 
 help:  ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  Variables: BOARD=$(BOARD) PORT=$(PORT) DIST=$(DIST) HOURS=$(HOURS) SIMARGS='$(SIMARGS)'"
+	@echo "             CANLOG=$(CANLOG) SIMOUT=$(SIMOUT)  (boards: $(BOARDS))"
 
 $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,10 +80,23 @@ mpytest: $(STAMP)  ## Host tests under the MicroPython unix port (-X heapsize=$(
 	if [ $$rc -eq 139 ]; then echo "micropython VM crashed (SIGSEGV, see Makefile): one more run"; \
 	env $$MPT; rc=$$?; fi; exit $$rc
 
-sim: $(STAMP)  ## Run the firmware on the virtual board (HOURS=24 SIMARGS='--scenario cell-ov')
-	MICROPYPATH=$(MICROPYPATH_SIM) $(MPY) -X heapsize=$(HEAP) tools/sim.py --hours $(HOURS) \
-		--log build/sim/sim.csv --candump build/sim/can.log $(SIMARGS)
-	@if [ -f tools/plot.py ]; then $(BIN)/python tools/plot.py build/sim/sim.csv -o build/sim/sim.png; fi
+# Each run gets its own folder build/sim/<scenario>-<date-time> (or SIMOUT): sim.csv, summary.json,
+# sim.png, report.html, flash/, and can.log with CANLOG=1. HOURS empty: the scenario's length.
+sim: $(STAMP)  ## Simulate: make sim [SIMARGS='--scenario cell-ov'] [HOURS=2] [BOARD=name] [CANLOG=1]
+	@scen=$$(printf ' %s ' "$(SIMARGS)" | sed -n 's/.* --scenario[= ]\([^ ]*\).*/\1/p'); \
+	out="$(SIMOUT)"; if [ -z "$$out" ]; then \
+		base=build/sim/$${scen:-normal}-$$(date +%Y%m%d-%H%M%S); out=$$base; n=2; \
+		while [ -e "$$out" ]; do out=$$base-$$n; n=$$((n+1)); done; fi; \
+	MICROPYPATH=$(MICROPYPATH_SIM) $(MPY) -X heapsize=$(SIMHEAP) tools/sim.py --out "$$out" \
+		$(if $(HOURS),--hours $(HOURS)) $(if $(CANLOG),--candump "$$out/can.log") \
+		$(SIM_BOARD) $(SIMARGS) && \
+	$(BIN)/python tools/plot.py "$$out/sim.csv" -o "$$out/sim.png" --html "$$out/report.html"
+
+scenarios: $(STAMP)  ## List the simulator's scenarios with their length
+	@MICROPYPATH=$(MICROPYPATH_SIM) $(MPY) tools/sim.py --list-scenarios
+
+wiring: $(STAMP)  ## Regenerate the wiring diagrams docs/wiring-*.svg from the board files
+	$(BIN)/python tools/gen_wiring.py
 
 bench: $(STAMP) mpy  ## Benchmarks: heap per cycle, .mpy sizes, reaction times (last line: JSON)
 	$(BIN)/python tools/bench.py
@@ -80,25 +104,41 @@ bench: $(STAMP) mpy  ## Benchmarks: heap per cycle, .mpy sizes, reaction times (
 bench-soc: $(STAMP)  ## SOC/SOH accuracy benchmark on generated and measured traces
 	$(BIN)/python tools/bench_soc.py
 
-dist: $(STAMP)  ## Write the file set for BOARD into DIST (default dist/BOARD)
-	@test -f boards/$(BOARD)/board.py || { echo "unknown BOARD=$(BOARD): see boards/"; exit 2; }
-	@test -n "$(BOARD_ARCH)" || { echo "boards/$(BOARD)/board.py has no MPY_ARCH"; exit 2; }
+check-board: $(STAMP)  ## Check a board folder's constants: make check-board BOARD=name
+	@if [ "$(BOARD)" = sim ]; then echo "BOARD=sim is the virtual board: run it with make sim;" \
+		"make dist/flash want a real board ($(BOARDS))"; exit 2; fi
+	@test -f "boards/$(BOARD)/board.py" || { echo "unknown BOARD=$(BOARD): no boards/$(BOARD)/board.py" \
+		"(the boards are: $(BOARDS))"; exit 2; }
+	@test -n "$(BOARD_ARCH)" || { echo "boards/$(BOARD)/board.py: no MPY_ARCH = \"...\" line" \
+		"(armv6m for RP2040, xtensawin for ESP32)"; exit 2; }
+	@$(BIN)/python tools/boardfile.py "boards/$(BOARD)/board.py"
+
+dist: check-board  ## Write the file set for BOARD into DIST (default dist/BOARD)
 	rm -rf $(DIST) && mkdir -p $(DIST)/lib/bms
 	cp firmware/main.py $(DIST)/main.py
 	@set -e; for f in $$(find firmware/bms -name '*.py'); do \
 		rel=$${f#firmware/}; $(MPYCROSS) -march=$(BOARD_ARCH) -O1 -s $$rel -o $(DIST)/lib/$${rel%.py}.mpy $$f; done
-	$(MPYCROSS) -march=$(BOARD_ARCH) -O1 -s board.py -o $(DIST)/lib/board.mpy boards/$(BOARD)/board.py
+	@$(MPYCROSS) -march=$(BOARD_ARCH) -O1 -s board.py -o $(DIST)/lib/board.mpy boards/$(BOARD)/board.py || { \
+		echo "boards/$(BOARD)/board.py does not compile (the line is named above)"; exit 2; }
 	@echo "dist: $(DIST) ($(BOARD_ARCH)): $$(find $(DIST) -type f | wc -l) files, $$(du -sb $(DIST) | cut -f1) bytes"
 
-flash: dist  ## Compile and copy to a board: make flash BOARD=rp2_pico PORT=/dev/ttyACM0
+# PORT=auto lets mpremote find the board; a named port must exist.
+check-port: $(STAMP)
+	@if [ "$(PORT)" != auto ] && [ ! -e "$(PORT)" ]; then \
+		echo "PORT=$(PORT) does not exist: plug the board in, or find it with" \
+		"'$(MPREMOTE) connect list' (Linux: /dev/ttyACM0 for a Pico, /dev/ttyUSB0 for an ESP32)"; \
+		exit 2; fi
 	@$(MPREMOTE) connect $(PORT) eval "1" >/dev/null 2>&1 || { \
 		echo "No MicroPython board answers on PORT=$(PORT). Check the USB cable, that the board runs"; \
-		echo "MicroPython (not the UF2 bootloader), and 'mpremote connect list' for the right port."; exit 3; }
+		echo "MicroPython (not the UF2 bootloader), that no other program holds the port, and"; \
+		echo "'$(MPREMOTE) connect list' for the right port."; exit 3; }
+
+flash: dist check-port  ## Compile and copy to a board: make flash BOARD=rp2_pico PORT=/dev/ttyACM0
 	$(MPREMOTE) connect $(PORT) mip install aiorepl + \
 		cp -r $(DIST)/lib : + cp $(DIST)/main.py :main.py + reset
 	@echo "flashed $(BOARD) on $(PORT)"
 
-repl: $(STAMP)  ## Open the board's REPL (the BMS keeps running under aiorepl)
+repl: check-port  ## Open the board's REPL (the BMS keeps running under aiorepl)
 	$(MPREMOTE) connect $(PORT) repl
 
 clean:  ## Remove build output (keeps .venv)

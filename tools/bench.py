@@ -16,7 +16,6 @@ Figures:
 Options: --quick (fewer seeds, no heap bisection), --only NAME[,NAME] (sections).
 """
 
-import argparse
 import csv
 import json
 import os
@@ -24,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli import Parser  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPY = os.path.join(ROOT, ".venv", "bin", "micropython")
@@ -215,12 +217,25 @@ def imbalance(out, hours=24):
     print("  mean %.2f cells bled in parallel" % out["imbalance_mean_cells_parallel"])
 
 
+SECTIONS = ("mpy", "vm", "day", "reactions", "imbalance", "heap")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="")
+    ap = Parser(prog="bench.py", description=__doc__.splitlines()[0],
+                epilog="Exit status: 0 figures printed; 2 a mistake on the command line.")
+    ap.add_argument("--quick", action="store_true", help="fewer seeds, no heap bisection")
+    ap.add_argument("--only", default="", metavar="NAME[,NAME]",
+                    help="only these sections: " + ", ".join(SECTIONS))
     a = ap.parse_args(argv)
-    only = set(a.only.split(",")) if a.only else None
+    only = set(x.strip() for x in a.only.split(",") if x.strip()) if a.only else None
+    if only is not None:
+        bad = sorted(only - set(SECTIONS))
+        if bad or not only:
+            ap.error("--only %s: the sections are %s" % (",".join(bad) or "''",
+                                                         ", ".join(SECTIONS)))
+    if not os.path.exists(MPY):
+        sys.stderr.write("bench.py: %s is missing: run `make venv` first\n" % MPY)
+        return 2
     out = {}
     t0 = time.time()
     sections = (

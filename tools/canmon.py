@@ -8,11 +8,21 @@
 
 Lines: time, id, message name, then every signal as name=value unit (choices by name).
 Unknown ids print raw. python-can is needed only for live interfaces.
+Exit status: 0 done (or Ctrl-C); 2 a mistake: a missing or unreadable log, a file that holds
+no CAN frames, a bad --id, an interface that cannot be opened (one line on stderr says which).
 """
-import argparse
 import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli import Parser  # noqa: E402
+
+PROG = "canmon.py"
+
+
+class MonError(Exception):
+    pass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DBC = os.path.join(HERE, "bms.dbc")
@@ -43,7 +53,31 @@ def parse_log_line(line):
 def load_db(path=DBC):
     import cantools
 
-    return cantools.database.load_file(path)
+    try:
+        return cantools.database.load_file(path)
+    except OSError as e:
+        raise MonError("cannot read the DBC %s (%s)" % (path, e.strerror or e)) from None
+    except Exception as e:  # cantools raises its own parse errors
+        raise MonError("%s is not a DBC file (%s)" % (path, str(e).splitlines()[0][:80])) \
+            from None
+
+
+def parse_ids(text):
+    """{ids} from '351,35C' (hex, optional 0x); MonError on anything else."""
+    ids = set()
+    for x in text.split(","):
+        x = x.strip()
+        if not x:
+            continue
+        try:
+            v = int(x, 16)
+        except ValueError:
+            raise MonError("--id %r: give hex CAN ids separated by commas, e.g. --id 351,35C"
+                           % text) from None
+        if not 0 <= v <= 0x1FFFFFFF:
+            raise MonError("--id %s: a CAN id is at most 1FFFFFFF" % x)
+        ids.add(v)
+    return ids
 
 
 def format_frame(db, t, can_id, data, raw=False):
@@ -71,27 +105,56 @@ def format_frame(db, t, can_id, data, raw=False):
 
 
 def run_log(db, path, ids, raw, out=sys.stdout):
+    if os.path.isdir(path):
+        raise MonError("%s is a folder, not a CAN log" % path)
+    try:
+        fh = open(path, encoding="utf-8", errors="strict")
+    except OSError as e:
+        raise MonError("cannot read %s (%s)" % (path, e.strerror or e)) from None
     n = 0
-    with open(path) as fh:
-        for line in fh:
-            f = parse_log_line(line)
-            if f is None:
-                continue
-            t, _ch, cid, _ext, data = f
-            if ids and cid not in ids:
-                continue
-            out.write(format_frame(db, t, cid, data, raw) + "\n")
-            n += 1
+    frames = 0
+    try:
+        with fh:
+            for line in fh:
+                f = parse_log_line(line)
+                if f is None:
+                    continue
+                frames += 1
+                t, _ch, cid, _ext, data = f
+                if ids and cid not in ids:
+                    continue
+                out.write(format_frame(db, t, cid, data, raw) + "\n")
+                n += 1
+    except UnicodeDecodeError:
+        raise MonError("%s is not a CAN log (not text)" % path) from None
+    except BrokenPipeError:  # canmon ... | head
+        return n
+    if not frames:
+        raise MonError("%s holds no CAN frames (candump -L '(t) can0 351#...' or classic "
+                       "candump lines expected)" % path)
     return n
 
 
 def run_live(db, interface, channel, bitrate, ids, raw):
-    import can
+    try:
+        import can
+    except ImportError:
+        raise MonError("live capture needs python-can (pip install python-can)") from None
 
     kw = {"interface": interface, "channel": channel}
     if bitrate:
         kw["bitrate"] = bitrate
-    with can.Bus(**kw) as bus:
+    try:
+        bus = can.Bus(**kw)
+    except Exception as e:  # python-can raises many kinds (CanError, OSError, ValueError ...)
+        hint = ""
+        if interface == "socketcan":
+            hint = ("; is it up? sudo ip link set %s up type can bitrate %d" % (
+                channel, bitrate or 500000))
+        raise MonError("cannot open CAN interface %s channel %s (%s)%s" % (
+            interface, channel, str(e).splitlines()[0][:100] if str(e) else type(e).__name__,
+            hint)) from None
+    with bus:
         try:
             while True:
                 m = bus.recv(timeout=1.0)
@@ -106,21 +169,27 @@ def run_live(db, interface, channel, bitrate, ids, raw):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dbc", default=DBC)
+    ap = Parser(prog=PROG, description=__doc__.split("\n")[0])
+    ap.add_argument("--dbc", default=DBC, help="DBC file (default tools/bms.dbc)")
     ap.add_argument("--log", help="candump log file instead of a live interface")
-    ap.add_argument("-i", "--interface", default="socketcan")
-    ap.add_argument("-c", "--channel", default="can0")
-    ap.add_argument("-b", "--bitrate", type=int, default=0)
+    ap.add_argument("-i", "--interface", default="socketcan", help="python-can interface")
+    ap.add_argument("-c", "--channel", default="can0", help="its channel (default can0)")
+    ap.add_argument("-b", "--bitrate", type=int, default=0, help="bit/s (default: as set up)")
     ap.add_argument("--id", default="", help="comma-separated hex ids to show")
-    ap.add_argument("--raw", action="store_true")
+    ap.add_argument("--raw", action="store_true", help="also the raw bytes")
     a = ap.parse_args(argv)
-    db = load_db(a.dbc)
-    ids = set(int(x, 16) for x in a.id.split(",") if x.strip())
-    if a.log:
-        run_log(db, a.log, ids, a.raw)
-    else:
-        run_live(db, a.interface, a.channel, a.bitrate, ids, a.raw)
+    try:
+        ids = parse_ids(a.id)
+        if a.bitrate < 0:
+            raise MonError("--bitrate %d: above 0" % a.bitrate)
+        db = load_db(a.dbc)
+        if a.log:
+            run_log(db, a.log, ids, a.raw)
+        else:
+            run_live(db, a.interface, a.channel, a.bitrate, ids, a.raw)
+    except MonError as e:
+        sys.stderr.write("%s: %s\n" % (PROG, e))
+        return 2
     return 0
 
 

@@ -9,12 +9,40 @@
 # Load convention: + = charging. `sim.load_ma` is what the house/PV wants from the battery;
 # the simulated inverter clips it to the BMS limits unless the scenario sets
 # `obey_limits = False` (a charger or load that ignores the BMS, so protection must act).
+#
+# Expectations (`expect`): what a run of the scenario must show. tools/sim.py checks them
+# against the run's summary (its JSON keys) at the end and prints one PASS/FAIL line each,
+# in words; `--strict` makes a failed one exit status 1. `expect` is a tuple of checks, each
+# a tuple whose first item names the kind:
+#   ("fault", "a|b")         one of the named faults or warnings was active at some time
+#   ("no_fault", "a|b")      none of them was ever active; "*" = no protection fault at all
+#                            (warnings do not count for "*")
+#   ("reaction",)            the watched FET (`watch`) opened within its delay + 250 ms
+#   ("recovered",)           ... and closed again once the cause was gone
+#   ("end_normal",)          the run ended in state normal with no active fault
+#   ("event", "kind")        an event of this kind was logged (bms.events.NAMES), or with
+#                            its detail as in the log's events column: "inverter:lost"
+#   ("max", "key", value)    the summary figure `key` is at most value; a value that is a
+#                            name is the configuration field of that name (e.g. "cell_ov_mv")
+#   ("min", "key", value)    the summary figure `key` is at least value
+# A check may end with one more item, the words to print (the default says the numbers).
+# `expect` is not inherited: a scenario without its own has none (the summary says so).
+# Summary figures useful here: soc_rmse_pct, soc_max_err_pct, soh_pct, bal_s, heater_s,
+# fan_s, chg_off_s, dsg_off_s, cold_charge_ma (most charge current while the pack was below
+# chg_temp_min_dc), cold_s, true_cell_max_mv, true_cell_min_mv, end_spread_mv,
+# end_cell_max_mv, afe_errors, hw_violations (emulator rule breaks, e.g. adjacent bleeding),
+# and the truth checks made every 250 ms: chg_below_min_ms (charge current into a pack below
+# chg_temp_min_dc), cell_above_hw_ov_ms, fet_on_unconfigured_ms (a FET on while the AFE did
+# not hold its configuration).
+# ALL_OK (below) holds for every scenario that ends in normal operation.
 
 
 class Scenario:
     name = "normal"
     doc = "a home day: PV charge by day, house loads with spikes at night"
     hours = 24.0
+    expect = (("no_fault", "*"), ("end_normal",),
+              ("max", "soc_max_err_pct", 5, "the SOC estimate stayed within 5 % of the truth"))
     obey_limits = True
     watch = None  # (label, predicate(sim, cfg) -> bool, "chg"|"dsg", delay_field or None)
     expect_recovery = True
@@ -41,6 +69,7 @@ class CellOv(Scenario):
     name = "cell-ov"
     doc = "a weak, high cell while a charger ignores the limits: charge FET opens, then recovers"
     hours = 2.0
+    expect = (("fault", "cell_ov|hw_ov"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     watch = ("cell_ov", lambda sim, cfg: sim.true_cell_max_mv() > cfg.cell_ov_mv, "chg",
              "cell_ov_delay_ms")
@@ -59,6 +88,7 @@ class CellUv(Scenario):
     name = "cell-uv"
     doc = "a weak, low cell while a load ignores the limits: discharge FET opens, then recovers"
     hours = 2.0
+    expect = (("fault", "cell_uv|hw_uv"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     watch = ("cell_uv", lambda sim, cfg: sim.true_cell_min_mv() < cfg.cell_uv_mv, "dsg",
              "cell_uv_delay_ms")
@@ -77,6 +107,7 @@ class OverCurrentCharge(Scenario):
     name = "over-current-charge"
     doc = "a charger pushes 0.8 C (limit 0.5 C) for 20 s: charge FET opens, retries, recovers"
     hours = 0.5
+    expect = (("fault", "chg_oc"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     watch = ("chg_oc", lambda sim, cfg: sim.pack.current_ma > cfg.chg_oc_ma, "chg",
              "chg_oc_delay_ms")
@@ -91,6 +122,7 @@ class OverCurrentDischarge(Scenario):
     name = "over-current-discharge"
     doc = "a load draws 1.2 C (limit 1 C, hardware 1.5 C) for 20 s: discharge FET opens"
     hours = 0.5
+    expect = (("fault", "dsg_oc|hw_ocd"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     watch = ("dsg_oc", lambda sim, cfg: -sim.pack.current_ma > cfg.dsg_oc_ma, "dsg",
              "dsg_oc_delay_ms")
@@ -105,6 +137,7 @@ class ShortCircuit(Scenario):
     name = "short-circuit"
     doc = "a 6 C short for 2 s: the AFE opens the discharge FET at once; retry after hold-off"
     hours = 0.5
+    expect = (("fault", "scd"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     # The short is there while the load asks for it (the current itself stops at the trip).
     watch = ("scd", lambda sim, cfg: -sim.request_ma > cfg.hw_scd_ma, "dsg", None)
@@ -119,6 +152,7 @@ class ChargeCold(Scenario):
     name = "charge-cold"
     doc = "a cold draught at 3 degC while PV charges: no charging below 0 degC, resumes when warm"
     hours = 3.0
+    expect = (("fault", "chg_ut"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     watch = ("chg_ut", lambda sim, cfg: sim.pack.temp_c * 10 < cfg.chg_temp_min_dc, "chg",
              "temp_delay_ms")
@@ -145,6 +179,7 @@ class OverTempDischarge(Scenario):
     name = "over-temp-discharge"
     doc = "the pack heats up while discharging: discharge FET opens above 55 degC, recovers cool"
     hours = 3.0
+    expect = (("fault", "dsg_ot"), ("reaction",), ("recovered",), ("end_normal",))
     obey_limits = False
     watch = ("dsg_ot", lambda sim, cfg: sim.pack.temp_c * 10 > cfg.dsg_temp_max_dc, "dsg",
              "temp_delay_ms")
@@ -171,6 +206,7 @@ class ThermistorOpen(Scenario):
     name = "thermistor-open"
     doc = "thermistor 1 opens for 10 minutes: both FETs open (no temperature), then recover"
     hours = 1.0
+    expect = (("fault", "temp_sensor"), ("reaction",), ("recovered",), ("end_normal",))
     watch = ("temp_sensor", lambda sim, cfg: sim.pack.thermistor_open, "chg", "temp_delay_ms")
 
     def step(self, sim, t_ms):
@@ -181,6 +217,7 @@ class AfeLost(Scenario):
     name = "afe-lost"
     doc = "I2C to the AFE fails for 30 s: FETs commanded off, limits to 0 A, then recovery"
     hours = 0.5
+    expect = (("fault", "afe_lost"), ("reaction",), ("recovered",), ("end_normal",))
     # Without I2C the FET commands cannot reach the AFE (README: "AFE lost"); what the
     # firmware controls is its command and the limits the inverter obeys.
     watch = ("afe_lost", lambda sim, cfg: sim.emu.lost, "cmd_dsg", None)
@@ -196,6 +233,7 @@ class AfeXready(Scenario):
     name = "afe-xready"
     doc = "DEVICE_XREADY at 5 min: the AFE opens both FETs; cleared after 3 s and restored"
     hours = 0.5
+    expect = (("fault", "xready"), ("reaction",), ("recovered",), ("end_normal",))
     watch = ("xready", lambda sim, cfg: sim.xready_pending, "dsg", None)
 
     def load_ma(self, sim, t_ms):
@@ -212,6 +250,10 @@ class Imbalance(Scenario):
     doc = ("5 % capacity and SOC spread between cells, on a charger (0.3 C from the grid, obeying "
            "the limits): charged to the top and held there while the balancer bleeds")
     hours = 24.0
+    expect = (("no_fault", "*"),
+              ("min", "true_cell_max_mv", "bal_min_cell_mv", "the pack reached the top of charge"),
+              ("max", "true_cell_max_mv", "cell_ov_mv", "no cell went above the over-voltage "
+               "limit"), ("min", "bal_s", 600, "the balancer bled cells"))
 
     def setup(self, sim, opts):
         sim.pack.spread(capacity=0.05, soc=0.05, seed=sim.seed)
@@ -237,6 +279,8 @@ class HighCell(Scenario):
     name = "high-cell"
     doc = "one cell 3 % higher than the rest: the charge voltage follows it, no over-voltage trip"
     hours = 24.0
+    expect = (("no_fault", "*"), ("max", "true_cell_max_mv", "cell_ov_mv",
+               "no cell went above the over-voltage limit"))
 
     def setup(self, sim, opts):
         sim.pack.set_cell_soc(sim.cells - 1, min(1.0, sim.pack.true_soc() + 0.03))
@@ -247,6 +291,9 @@ class ColdMorning(Scenario):
     name = "cold-morning"
     doc = "06:00 at -5 degC: the heater warms the pack before PV charging is allowed (from 07:00)"
     hours = 6.0
+    expect = (("min", "heater_s", 60, "the heater ran"),
+              ("max", "cold_charge_ma", 0, "no charge current while the pack was below the "
+               "minimum charge temperature"), ("end_normal",))
 
     def setup(self, sim, opts):
         sim.pack.set_temperature(-5.0)
@@ -301,11 +348,23 @@ class InverterLost(Scenario):
     name = "inverter-lost"
     doc = "the inverter goes silent for 2 minutes: the BMS notices, keeps protecting and sending"
     hours = 0.5
+    expect = (("event", "inverter:lost", "the BMS noticed the inverter was gone"),
+              ("event", "inverter:present", "... and back"), ("no_fault", "*"),
+              ("end_normal",))
     expect_recovery = True
 
     def step(self, sim, t_ms):
         if sim.inverter is not None:
             sim.inverter.on = not (600000 <= t_ms < 720000)
+
+
+_SAFE_AFE = (
+    ("max", "chg_below_min_ms", 0, "no charge current into the pack below the charge minimum"),
+    ("max", "cell_above_hw_ov_ms", 0, "no cell above the hardware OV limit at any moment"),
+    ("max", "fet_on_unconfigured_ms", 250,
+     "no FET on while the AFE did not hold its configuration, beyond the cycle that noticed"),
+    ("event", "afe_init", "the AFE was initialised and verified again"),
+)
 
 
 class AfeReset(Scenario):
@@ -318,6 +377,7 @@ class AfeReset(Scenario):
     # From the reset until the firmware has programmed the chip again (CC_CFG back to 0x19):
     # the discharge FET must be off within one cycle, and close only after re-initialisation.
     watch = ("afe_config", lambda sim, cfg: sim.afe_unconfigured, "dsg", None)
+    expect = (("fault", "afe_config"), ("reaction",), ("recovered",)) + _SAFE_AFE
 
     def setup(self, sim, opts):
         sim.pack.set_temperature(-10.0)
@@ -341,6 +401,7 @@ class AfeResetAdcOff(AfeReset):
     doc = ("as afe-reset, but the ADC stays off after the reset (cell values freeze, the chip's "
            "own OV/UV are off): the frozen values are never used as a fresh reading")
     adc_on = False
+    expect = AfeReset.expect
 
 
 class AfeUpset(Scenario):
@@ -349,6 +410,7 @@ class AfeUpset(Scenario):
            "back check refuses the reading, both FETs open, the AFE is programmed again")
     hours = 0.25
     watch = ("afe_config", lambda sim, cfg: sim.afe_upset, "dsg", None)
+    expect = (("fault", "afe_config"), ("reaction",), ("recovered",), ("end_normal",)) + _SAFE_AFE
 
     def setup(self, sim, opts):
         sim.afe_upset = False
@@ -373,6 +435,8 @@ class TapOpen(Scenario):
     obey_limits = False
     watch = ("cell_implausible", lambda sim, cfg: sim.emu.tap_fault is not None, "chg",
              "plaus_delay_ms")
+    expect = (("fault", "cell_implausible"), ("reaction",), ("recovered",), ("end_normal",),
+              ("max", "cell_above_hw_ov_ms", 0, "no cell above the hardware OV limit"))
 
     def setup(self, sim, opts):
         for i in range(sim.cells):
@@ -417,3 +481,100 @@ def get(name):
         if cls.name == name:
             return cls()
     raise KeyError(name)
+
+
+def check(scen, summary):
+    """The scenario's expectations checked against a run's summary: a list of
+    {"text": words, "ok": bool}, in the order written. See the top of this file."""
+    out = []
+    for c in type(scen).__dict__.get("expect", ()):
+        ok, text = _check_one(c, summary)
+        out.append({"text": text, "ok": ok})
+    return out
+
+
+_FET_WORDS = {"chg": "charge FET", "dsg": "discharge FET", "cmd_chg": "charge FET command",
+              "cmd_dsg": "discharge FET command"}
+
+
+def _names(v):
+    return [n for n in v.split("|") if n]
+
+
+def _check_one(c, s):
+    kind = c[0]
+    seen = _names(s.get("faults_seen", "")) + _names(s.get("warnings_seen", ""))
+    w = s.get("watch") or {}
+    fet = _FET_WORDS.get(w.get("fet", ""), "watched FET")
+    if kind == "fault":
+        want = _names(c[1])
+        hit = [n for n in want if n in seen]
+        text = (" or ".join(want) + " was reported") if hit else (
+            "none of " + ", ".join(want) + " was reported")
+        return bool(hit), _words(c, 2, text, bool(hit))
+    if kind == "no_fault":
+        if c[1] == "*":
+            hit = _names(s.get("faults_seen", ""))
+            text = "no protection fault" if not hit else "faults: " + ", ".join(hit)
+        else:
+            hit = [n for n in _names(c[1]) if n in seen]
+            text = ("none of %s was reported" % ", ".join(_names(c[1]))) if not hit else (
+                "reported: " + ", ".join(hit))
+        return not hit, _words(c, 2, text, not hit)
+    if kind == "reaction":
+        if not w or w.get("t_cross_ms", -1) < 0:
+            return False, "the watched limit was never crossed"
+        allowed = w["delay_ms"] + 250
+        if w.get("reaction_ms", -1) < 0:
+            return False, "the %s never opened after the crossing" % fet
+        ok = 0 <= w["reaction_ms"] <= allowed
+        return ok, _words(c, 1, "the %s opened %.2f s after the true value crossed the limit "
+                          "(allowed %.2f s)" % (fet, w["reaction_ms"] / 1000, allowed / 1000),
+                          ok)
+    if kind == "recovered":
+        ok = w.get("t_recover_ms", -1) > w.get("t_open_ms", -1) >= 0
+        text = ("the %s closed again at %.1f s, once the cause was gone"
+                % (fet, w["t_recover_ms"] / 1000)) if ok else (
+            "the %s did not close again after the cause was gone" % fet)
+        return ok, _words(c, 1, text, ok)
+    if kind == "end_normal":
+        ok = s.get("end_state") == "normal" and not s.get("end_faults")
+        text = "the run ended in state normal with no active fault" if ok else (
+            "the run ended in state %s%s" % (s.get("end_state"), (
+                " with " + s["end_faults"].replace("|", ", ") + " active")
+                if s.get("end_faults") else ""))
+        return ok, _words(c, 1, text, ok)
+    if kind == "event":
+        n = s.get("events_by_kind", {}).get(c[1], 0)
+        ok = n > 0
+        text = ("the event log has %s (%d)" % (c[1], n)) if ok else (
+            "the event log has no %s" % c[1])
+        return ok, _words(c, 2, text, ok)
+    if kind in ("max", "min"):
+        key, lim = c[1], c[2]
+        if isinstance(lim, str):
+            lim = s.get("config", {}).get(lim)
+            if not isinstance(lim, (int, float)):
+                return False, "%s: no such configuration field" % c[2]
+        v = s.get(key)
+        if not isinstance(v, (int, float)):
+            return False, "%s: not in the summary" % key
+        ok = v <= lim if kind == "max" else v >= lim
+        nums = "%s = %s (%s %s)" % (key, _num(v), "at most" if kind == "max" else "at least",
+                                    _num(lim))
+        if len(c) > 3:
+            return ok, ("%s: %s" % (c[3], nums)) if ok else ("not so: %s: %s" % (c[3], nums))
+        return ok, nums
+    return False, "unknown check %r" % (kind,)
+
+
+def _words(c, i, text, ok):
+    if len(c) > i:
+        return c[i] if ok else "not so: %s (%s)" % (c[i], text)
+    return text
+
+
+def _num(v):
+    if isinstance(v, float) and v != int(v):
+        return "%.2f" % v
+    return "%d" % v
