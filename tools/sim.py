@@ -15,6 +15,8 @@
 #   --flash DIR      the virtual board's flash (default: next to the log), emptied at start
 #   --rs485 TTY      the firmware's Modbus RTU server on that tty (a PTY end: tools/ptypair.py)
 #   --can-bridge TTY the CAN bus as an SLCAN adapter on that tty (python-can interface "slcan")
+#   --mqtt HOST:PORT the firmware's MQTT link (bms.mqtt) to that broker over the host network
+#                    (sets mqtt_enable=1, mqtt_host, mqtt_port; more with --set mqtt_...)
 # The log is CSV, one row per simulated second, first line "# config: {json}", then the
 # header (see COLUMNS). The summary JSON holds the run's figures and, for scenarios with a
 # watched limit, the reaction and recovery times measured at 250 ms resolution.
@@ -80,6 +82,7 @@ def parse_args(argv):
     p.add_argument("--can-bridge", default="")
     p.add_argument("--set", default="")
     p.add_argument("--flash", default="")
+    p.add_argument("--mqtt", default="")
     return p.parse_args(argv)
 
 
@@ -204,6 +207,14 @@ def main(argv):
                 return 2
             k, v = item.split("=", 1)
             overrides[k.strip()] = v.strip() if not _isint(v.strip()) else int(v.strip())
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        if not host or not _isint(port):
+            print("--mqtt wants HOST:PORT, got %r" % args.mqtt)
+            return 2
+        overrides.setdefault("mqtt_enable", 1)
+        overrides.setdefault("mqtt_host", host)
+        overrides.setdefault("mqtt_port", int(port))
     if args.rs485:
         from simlib.machine_api import Pin
         from simlib.tty_uart import TtyUart
@@ -228,6 +239,11 @@ def main(argv):
         print("configuration refused: %s" % e)
         return 2
     hw = board.open(sim)
+    if args.mqtt:
+        from simlib.hostnet import HostWifi
+
+        hw.wifi = HostWifi()
+        print("MQTT to %s (prefix %s)" % (args.mqtt, cfg.mqtt_prefix))
     # Each run has its own empty flash (a new pack; parallel runs must not share it).
     hw.data_dir = args.flash or (args.log + ".flash" if args.log else
                                  "build/sim/flash-%s-%d" % (scen.name, args.seed))
@@ -244,7 +260,7 @@ def main(argv):
     if args.log:
         _mkdirs(args.log)
         log = open(args.log, "w")
-        log.write("# config: " + json.dumps(cfg.as_dict()) + "\n")
+        log.write("# config: " + json.dumps(cfg.public_dict()) + "\n")
         cols = list(COLUMNS) + ["cell%d_mv" % (i + 1) for i in range(args.cells)]
         log.write(",".join(cols) + "\n")
 
@@ -308,6 +324,8 @@ def main(argv):
         sim.canbus.log_file.close()
     summary = _summary(args, scen, sim, bms, stats, soc0, t, wall_ms, watch, fault_names)
     summary["bleed"] = bleed
+    if bms.mqtt is not None:
+        summary["mqtt"] = bms.mqtt.info()
     if args.summary:
         _mkdirs(args.summary)
         with open(args.summary, "w") as f:
@@ -494,6 +512,11 @@ def _print_summary(s):
                 w["t_recover_ms"] / 1000,
             )
         )
+    m = s.get("mqtt")
+    if m:
+        print("mqtt: %s, %d connects, %d published, %d alerts acknowledged, commands %s, "
+              "longest poll %d us" % (m["link"], m["connects"], m["published"],
+                                      m["alerts_sent"], m["commands"], m["max_poll_us"]))
     if s["log"]:
         print("log:     " + s["log"])
     if s["candump"]:

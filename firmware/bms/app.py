@@ -140,6 +140,11 @@ class Bms:
             from bms.modbus import ModbusServer
 
             self.modbus = ModbusServer(hw.uart, hw.rs485_de, cfg, self.events)
+        self.mqtt = None
+        if getattr(hw, "wifi", None) is not None:  # Home Assistant / alerts (bms.mqtt)
+            from bms.mqtt import MqttLink
+
+            self.mqtt = MqttLink(cfg, self.status, self.events, hw.wifi, hw.name, hw.data_dir)
 
     # --- boot ---------------------------------------------------------------------------
     def boot(self):
@@ -339,6 +344,8 @@ class Bms:
             self.can.poll(self, now)
         if self.modbus is not None:
             self.modbus.poll(self, now)
+        if self.mqtt is not None:  # never blocks, never raises (idle while mqtt_enable = 0)
+            self.mqtt.poll(now)
 
     def persist_cycle(self, now, force=False):
         self._drill(TASK_PERSIST)

@@ -25,8 +25,10 @@ EV_SOC_SYNC = const(14)  # a = kind (1 full, 2 empty, 3 rest/OCV), b = SOC in 0.
 EV_STORE = const(15)  # a = record kind, b = 1 saved, 2 fell back to previous, 3 missing, 4 corrupt
 EV_SHIP = const(16)  # a = 0, b = 0
 EV_INVERTER = const(17)  # a = 1 present, 0 lost, b = seconds since last frame
-EV_UNLOCK = const(18)  # a = 1 unlocked, 0 locked/wrong PIN, b = interface (1 modbus, 2 repl)
+EV_UNLOCK = const(18)  # a = 1 unlocked, 0 locked/wrong PIN, b = 1 modbus, 2 repl, 3 mqtt
 EV_RESET_REQ = const(19)  # a = reason code, b = 0
+EV_MQTT = const(20)  # a = 1 link up, 0 link down, 2 command refused, 3 message dropped;
+#                      b = reason (bms.mqtt R_*; for a = 2: bms.ha CMD_*)
 
 NAMES = (
     "?",
@@ -49,6 +51,7 @@ NAMES = (
     "inverter",
     "unlock",
     "reset_req",
+    "mqtt",
 )
 
 

@@ -56,6 +56,8 @@ class Status:
         self.soh_pct = 100.0
         self.capacity_mah = 0
         self.cycles = 0
+        self.chg_wh = 0.0  # energy counters (Wh, since the counters began; MQTT energy sensors)
+        self.dsg_wh = 0.0
         self.mode = 0
         self.bal_mask = 0
         self.heater = False
@@ -104,6 +106,8 @@ class Status:
         self.soh_pct = est.soh_pct
         self.capacity_mah = est.capacity_mah
         self.cycles = est.cycles
+        self.chg_wh = est.chg_wh_total
+        self.dsg_wh = est.dsg_wh_total
         self.mode = lim.mode
         self.full_charge_req = lim.full_charge_req
         self.bal_mask = bms.bal_mask if bms.bal_mask > 0 else 0
