@@ -85,6 +85,7 @@ def test_discovery_configs_carry_the_required_keys_and_units():
 def _status():
     st = Status(4, 2)
     st.valid = True
+    st.slow_valid = True
     st.t_ms = 12750
     st.pack_mv = 13250
     st.current_ma = -12345
@@ -257,8 +258,9 @@ def test_client_parses_split_packets_and_skips_oversize_ones():
 
 
 def test_client_refuses_broker_garbage():
-    for junk in (b"\x20\x02\x00\x00", b"\xf0\x00", b"\x30\xff\xff\xff\xff\x7f", b"\x62\x02\x00\x01",
-                 b"\x30\x03\x00\x09a", b"\x36\x05\x00\x01a\x00\x01", b"\xd0\x01\x00"):
+    for junk in (b"\x20\x02\x00\x00", b"\xf0\x00", b"\x30\xff\xff\xff\xff\x7f",
+                 b"\x62\x02\x00\x01", b"\x30\x03\x00\x09a", b"\x36\x05\x00\x01a\x00\x01",
+                 b"\xd0\x01\x00"):
         c, got, drops = _client_up()
         raises(mqttc.MqttError, c.feed, junk)
     c = mqttc.MqttClient()

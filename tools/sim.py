@@ -324,6 +324,7 @@ def main(argv):
         sim.canbus.log_file.close()
     summary = _summary(args, scen, sim, bms, stats, soc0, t, wall_ms, watch, fault_names)
     summary["bleed"] = bleed
+    summary["config"] = bms.cfg.public_dict()
     if bms.mqtt is not None:
         summary["mqtt"] = bms.mqtt.info()
     if args.summary:

@@ -159,7 +159,10 @@ class MqttLink:
         self.board = board
         self.data_dir = data_dir
         self.gate = CommandGate(cfg, events)
-        self.client = None
+        c = self.client = mqttc.MqttClient()
+        c.on_message = self._on_message
+        c.on_puback = self._on_puback
+        c.on_drop = self._on_drop
         self.link = LINK_OFF
         self.reason = 0  # last R_* a connection ended with
         self._settings = None
@@ -174,7 +177,7 @@ class MqttLink:
         self._sig = None
         self._ev_seen = -1
         self._alerts = []  # [t_ms, code, a, b, pid] (pid 0 = not sent on this connection)
-        self._topics = None
+        self._topics = ("", "", "", "", "")
         self._last_log = -_LOG_GAP_MS
         # figures (bms.mqtt() on the REPL, the simulator's summary)
         self.connects = 0
@@ -210,11 +213,6 @@ class MqttLink:
         if not self._wifi_up(now):
             return
         c = self.client
-        if c is None:
-            c = self.client = mqttc.MqttClient()
-            c.on_message = self._on_message
-            c.on_puback = self._on_puback
-            c.on_drop = self._on_drop
         if c.state == mqttc.ST_IDLE:
             if now >= self._next_try:
                 self._connect(now)
@@ -257,7 +255,7 @@ class MqttLink:
             return True
         if w.isconnected():
             return True
-        if self.client is not None and self.client.state != mqttc.ST_IDLE:
+        if self.client.state != mqttc.ST_IDLE:
             self._drop(now, R_WIFI)
         self.link = LINK_NO_WIFI
         if now >= self._wifi_next and self.cfg.wifi_ssid:
@@ -345,7 +343,7 @@ class MqttLink:
 
     def _drop(self, now, reason, polite=False):
         c = self.client
-        if c is None or c.state == mqttc.ST_IDLE:
+        if c.state == mqttc.ST_IDLE:
             return
         if polite and c.state == mqttc.ST_UP:
             c.publish(self._topics[0], "offline", True, 0)
@@ -434,13 +432,16 @@ class MqttLink:
         changed = (sig is None or sig[0] != st.state or sig[1] != st.faults
                    or sig[2] != st.warnings or sig[3] != st.latched or sig[4] != st.chg_fet
                    or sig[5] != st.dsg_fet)
-        if st.valid and (changed or now >= self._next_state):
+        if st.slow_valid and (changed or now >= self._next_state):
             if not c.publish(tp[1], ha.state_payload(st, now)):
                 return
             self.published += 1
             self._sig = (st.state, st.faults, st.warnings, st.latched, st.chg_fet,
                          st.dsg_fet)
-            self._next_state = now + self.cfg.mqtt_period_ms
+            if now >= self._next_state:  # a steady cadence; changes go out in between
+                self._next_state += self.cfg.mqtt_period_ms
+                if self._next_state <= now:
+                    self._next_state = now + self.cfg.mqtt_period_ms
         if self._disc >= 0 and c.pending() < 1024:  # one per poll: bounded work
             m = ha.discovery(self._disc, self.cfg.mqtt_prefix, st.n_cells, st.n_temps,
                              self.board, _FW)
@@ -468,5 +469,5 @@ class MqttLink:
             "dropped_msgs": self.dropped_msgs,
             "errors": self.errors,
             "max_poll_us": self.max_poll_us,
-            "tx_pending": c.pending() if c is not None else 0,
+            "tx_pending": c.pending(),
         }

@@ -98,11 +98,11 @@ class MqttClient:
         self._last_rx = 0
         self._last_tx = 0
         self._full_since = -1
-        self._connect_args = None
+        self._connect_args = ("", "", "", "", b"", 30)
         self._tls = None
-        self.on_message = _nothing2
-        self.on_puback = _nothing1
-        self.on_drop = _nothing2
+        self.on_message = _no_message
+        self.on_puback = _no_puback
+        self.on_drop = _no_drop
         # counters
         self.tx_packets = 0
         self.rx_packets = 0
@@ -519,9 +519,13 @@ class MqttClient:
     _ping_t = 0
 
 
-def _nothing1(a):
+def _no_message(topic, payload):
     pass
 
 
-def _nothing2(a, b):
+def _no_puback(pid):
+    pass
+
+
+def _no_drop(kind, length):
     pass

@@ -20,6 +20,7 @@ class Status:
         self.n_cells = n_cells
         self.n_temps = n_temps
         self.valid = False  # a complete reading has been seen since boot
+        self.slow_valid = False  # and a control cycle ran after it (SOC, limits are real)
         self.t_ms = 0  # time of the last fill
         self.seq = 0  # incremented by every fill (readers can tell a new cycle)
         # measurements (fast)
@@ -113,6 +114,8 @@ class Status:
         self.bal_mask = bms.bal_mask if bms.bal_mask > 0 else 0
         self.heater = bms.thermal.heater
         self.fan = bms.thermal.fan
+        if self.valid:
+            self.slow_valid = True
         self._permissions(bms)
         self.t_ms = now_ms
         self.seq += 1
