@@ -31,7 +31,7 @@ ACCESS = {"r": 1, "rw": 3}
 KINDS = {"const": 0, "attr": 1, "index": 2, "cfg": 3, "special": 4}
 ROOTS = ("snap", "prot", "est", "limits", "can", "modbus", "events", "cfg")
 SPECIALS = ("unlock",)
-NOT_MAPPED = ("modbus_pin",)  # never readable or writable over Modbus
+NOT_MAPPED = ("modbus_pin", "mqtt_pin", "wifi_password", "mqtt_password")  # never over Modbus
 _PATH = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)(?:\[(\d+)\])?$")
 
 

@@ -28,7 +28,7 @@ REC_SIZE = const(8)
 
 MAP_VERSION = const(1)
 UNLOCK_ADDR = const(200)
-N_REGS = const(197)
+N_REGS = const(201)
 
 REGS = (
     b"\x00\x00\x04\x00\x00\x00\x00\x00"  # 0 map_version
@@ -228,6 +228,10 @@ REGS = (
     b"\x06\x45\x3c\x00\xb0\x00\x00\x00"  # 1605 cfg_modbus_unit
     b"\x06\x46\x3e\x00\xb1\x00\x00\x00"  # 1606 cfg_modbus_baud
     b"\x06\x48\x3e\x00\xb2\x00\x00\x00"  # 1608 cfg_modbus_unlock_ms
+    b"\x06\x4a\x3c\x00\xb3\x00\x00\x00"  # 1610 cfg_mqtt_enable
+    b"\x06\x4b\x3c\x00\xb4\x00\x00\x00"  # 1611 cfg_mqtt_port
+    b"\x06\x4c\x3c\x00\xb5\x00\x00\x00"  # 1612 cfg_mqtt_tls
+    b"\x06\x4d\x3e\x00\xb6\x00\x00\x00"  # 1613 cfg_mqtt_period_ms
 )
 
 PATHS = (
@@ -410,6 +414,10 @@ PATHS = (
     "modbus_unit",
     "modbus_baud",
     "modbus_unlock_ms",
+    "mqtt_enable",
+    "mqtt_port",
+    "mqtt_tls",
+    "mqtt_period_ms",
 )
 
 CONSTS = (1, 256,)
