@@ -39,6 +39,7 @@ _PIN_HOLDOFF_MS = const(10000)
 _LOG_GAP_MS = const(1000)
 _ALERT_QUEUE = const(8)
 _ALERTS_PER_POLL = const(2)
+_POLL_MS = const(100)
 _KEEPALIVE_S = const(30)
 _FW = "1.0"
 
@@ -190,6 +191,9 @@ class MqttLink:
 
     # --- entry point ----------------------------------------------------------------------
     def poll(self, now):
+        if 0 <= now - self._last_poll < _POLL_MS:
+            return  # the comms task runs every 20 ms; MQTT needs far less
+        self._last_poll = now
         t0 = _ticks_us()
         try:
             self._poll(now)
@@ -227,11 +231,11 @@ class MqttLink:
             return
         if c.state == mqttc.ST_UP:
             self._work(now)
-            r = c.poll(now)  # flush what _work queued
-            if r == mqttc.EVT_DOWN:
+            if not c.flush():  # what _work queued goes out now
                 self._on_down(now, c.reason)
 
     _gen = -1
+    _last_poll = -_POLL_MS
 
     def _settings_changed(self, now):
         cfg = self.cfg

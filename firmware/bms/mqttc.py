@@ -237,6 +237,16 @@ class MqttClient:
             self._down(R_PROTOCOL)
         return EVT_DOWN
 
+    def flush(self):
+        """Hand what is queued to the socket now. False (connection closed, .reason set) on
+        a socket error."""
+        try:
+            self._flush()
+            return True
+        except OSError as e:
+            self._down(R_CLOSED if _err(e) in (errno.ECONNRESET, 104, 32, 128, 113) else R_IO)
+            return False
+
     # --- output ---------------------------------------------------------------------------
     def _room(self, n):
         """Make n bytes of room at the end of the output buffer; False if impossible."""
