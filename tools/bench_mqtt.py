@@ -48,6 +48,8 @@ def main(port):
     bms = Bms(hw, cfg)
     bms.boot()
     link = bms.mqtt
+    gc.collect()
+    boot_kb = round((gc.mem_alloc() - base) / 1024, 1)
     polls = []
     meas = []
     for _ in range(1200):  # 300 s
@@ -66,7 +68,7 @@ def main(port):
         if now % 1000 == 0:
             bms.slow_cycle(now)
     gc.collect()
-    out = {"heap_kb": round((gc.mem_alloc() - base) / 1024, 1),
+    out = {"heap_kb": round((gc.mem_alloc() - base) / 1024, 1), "boot_heap_kb": boot_kb,
            "measure_us": sum(meas) // len(meas)}
     if link is not None:
         from bms import events as ev
