@@ -78,6 +78,9 @@ class Bms:
 
     @staticmethod
     def decode(r, words):
+        if r["type"].startswith("str"):  # text: 2 UTF-8 bytes per register, NUL-padded
+            b = bytes(x for w in words for x in (w >> 8, w & 0xFF))
+            return b.rstrip(b"\0").decode(errors="replace")
         if r["words"] == 2:
             v = (words[0] << 16) | words[1]
             if r["type"] == "s32" and v & 0x80000000:
@@ -120,6 +123,15 @@ class Bms:
             choices = [c.split(" = ")[1] for c in r["range"].split(", ")]
             if value in choices:
                 value = choices.index(value)
+        if r["type"].startswith("str"):  # text: written whole, NUL-padded
+            b = str(value).encode()
+            if len(b) > 2 * r["words"]:
+                raise SystemExit("%s holds at most %d bytes" % (name, 2 * r["words"]))
+            b += bytes(2 * r["words"] - len(b))
+            self._check(self.client.write_registers(
+                r["address"], [(b[i] << 8) | b[i + 1] for i in range(0, len(b), 2)],
+                device_id=self.unit), "write " + name)
+            return self.read(r["name"])
         v = int(value)
         if r["words"] == 2:
             v &= 0xFFFFFFFF

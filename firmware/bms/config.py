@@ -166,9 +166,9 @@ FIELDS = (
     ("mqtt_enable", 0, 1),  # 1 = join Wi-Fi and publish to the broker (boards with Wi-Fi)
     ("wifi_ssid", "str", 32),
     ("wifi_password", "secret", 64),
-    ("mqtt_host", "str", 64),  # broker host name or IP address ("" = none)
+    ("mqtt_host", "str", 48),  # broker host name or IP address ("" = none)
     ("mqtt_port", 1, 65535),
-    ("mqtt_user", "str", 64),  # "" = connect without user name and password
+    ("mqtt_user", "str", 32),  # "" = connect without user name and password
     ("mqtt_password", "secret", 64),
     ("mqtt_tls", 0, 2),  # 0 plain TCP, 1 TLS (no certificate check), 2 TLS + CA check
     ("mqtt_prefix", "str", 32),  # topic prefix, also the Home Assistant node id
