@@ -214,6 +214,8 @@ def test_writable_fields_are_the_modbus_ones():
     assert "can_modules" in w and "cell_ov_mv" in w
     for secret in ("modbus_pin", "mqtt_pin", "wifi_password", "mqtt_password"):
         assert secret not in w
+    # the link's own settings are Modbus registers, but not writable over MQTT
+    assert not [n for n in w if n.startswith("mqtt_") or n.startswith("wifi_")]
 
 
 def test_text_settings_validated_and_secrets_masked():

@@ -62,16 +62,19 @@ def _ticks_diff(a, b):
 
 
 def writable_fields():
-    """The configuration fields the Modbus map lets an unlocked client write: MQTT
-    commands may write exactly these (the same PIN-protected writes as Modbus)."""
+    """The configuration fields MQTT commands may write: those the Modbus map lets an
+    unlocked client write (the same PIN-protected writes as Modbus), except the Wi-Fi and
+    MQTT settings themselves (a command must not cut the link it came over)."""
     from bms import regmap
 
     out = set()
     R = regmap.REGS
     for o in range(0, len(R), regmap.REC_SIZE):
         tak = R[o + 2]
-        if tak >> 4 == regmap.K_CFG and (tak >> 2) & regmap.A_WRITE:
-            out.add(regmap.PATHS[(R[o + 3] << 8) | R[o + 4]])
+        if tak >> 4 in (regmap.K_CFG, regmap.K_TEXT) and (tak >> 2) & regmap.A_WRITE:
+            name = str(regmap.PATHS[(R[o + 3] << 8) | R[o + 4]])
+            if not name.startswith("mqtt_") and not name.startswith("wifi_"):
+                out.add(name)
     return out
 
 
