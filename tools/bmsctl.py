@@ -162,6 +162,8 @@ def _num(v):
 
 def show(r, v, raw=False):
     """A register's decoded value as text, with its unit or name."""
+    if isinstance(v, str):  # a text setting
+        return v
     if raw:
         return str(encode_raw(r, v))
     name = r["name"]
@@ -212,6 +214,10 @@ def range_text(r):
 def parse_value(r, text, raw=False):
     """The register value (firmware units) for a user's text. CtlError (usage) if bad."""
     name = short_name(r["name"])
+    if r["type"].startswith("str"):  # text: written whole, at most 2 bytes per register
+        if len(text.encode()) > 2 * r["words"]:
+            raise CtlError("%s holds at most %d bytes" % (name, 2 * r["words"]), EXIT_USAGE)
+        return text
     t = text.strip()
     ch = _choices(r)
     if ch is not None and r["unit"] == "enum":
@@ -333,6 +339,9 @@ class Bms:
 
     @staticmethod
     def decode(r, words):
+        if r["type"].startswith("str"):  # text: 2 UTF-8 bytes per register, NUL-padded
+            b = bytes(x for w in words for x in (w >> 8, w & 0xFF))
+            return b.rstrip(b"\0").decode(errors="replace")
         if r["words"] == 2:
             v = (words[0] << 16) | words[1]
             if r["type"] == "s32" and v & 0x80000000:
@@ -498,7 +507,7 @@ def prepare_set(rows, a):
         raise CtlError("%s is read-only (a measurement or state); 'config' lists what can be "
                        "set" % short_name(r["name"]), EXIT_USAGE)
     value = parse_value(r, a.value, a.raw)
-    if r["range"] and r["unit"] != "enum":
+    if r["range"] and r["unit"] != "enum" and not isinstance(value, str):
         lo, hi = [int(x) for x in r["range"].split(" .. ")]
         if not lo <= value <= hi:
             raise CtlError("%s %s is out of range: %s" % (short_name(r["name"]),
@@ -516,7 +525,13 @@ def cmd_set(b, a):
     _check_rules(b, r, value)
     b.unlock(a.pin)
     try:
-        words = [(value >> 16) & 0xFFFF, value & 0xFFFF] if r["words"] == 2 else [value & 0xFFFF]
+        if isinstance(value, str):  # NUL-padded to the register count, sent whole
+            bb = value.encode() + bytes(2 * r["words"] - len(value.encode()))
+            words = [(bb[i] << 8) | bb[i + 1] for i in range(0, len(bb), 2)]
+        elif r["words"] == 2:
+            words = [(value >> 16) & 0xFFFF, value & 0xFFFF]
+        else:
+            words = [value & 0xFFFF]
         code = b.link.write(r["address"], words)
         if code == 4:
             raise CtlError("configuration is locked: the unlock did not hold (another client "

@@ -8,6 +8,8 @@ tools/regmap.csv is the ONE register map. Columns:
   address      register address (0-based, PDU address), decimal
   name         unique identifier
   type         u16 | s16 | u32 | s32 (32-bit values: two registers, high word first)
+               | strN (text configuration fields: N registers, 2 bytes each, UTF-8, first
+               byte high, NUL-padded; read and written as a whole)
   access       r (read only) | rw (also writable with FC 6/16)
   scale        register = value * scale ("100") or value / scale ("1/10"), integer result
   unit         unit of the register value (documentation)
@@ -29,10 +31,11 @@ MD_PATH = os.path.join(ROOT, "docs", "modbus.md")
 TYPES = {"u16": (0, 1, 0, 0xFFFF), "s16": (1, 1, -0x8000, 0x7FFF),
          "u32": (2, 2, 0, 0xFFFFFFFF), "s32": (3, 2, -0x80000000, 0x7FFFFFFF)}
 ACCESS = {"r": 1, "rw": 3}
-KINDS = {"const": 0, "attr": 1, "index": 2, "cfg": 3, "special": 4}
+KINDS = {"const": 0, "attr": 1, "index": 2, "cfg": 3, "special": 4, "text": 5}
+_STR = re.compile(r"^str(\d+)$")
 ROOTS = ("snap", "prot", "est", "limits", "can", "modbus", "events", "cfg", "status")
 SPECIALS = ("unlock", "factory_reset")
-NOT_MAPPED = ("modbus_pin",)  # never readable or writable over Modbus
+NOT_MAPPED = ("modbus_pin", "mqtt_pin", "wifi_password", "mqtt_password")  # never over Modbus
 _PATH = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)(?:\[(\d+)\])?$")
 
 
@@ -125,11 +128,17 @@ def _row(r, fields):
     }
     if not re.match(r"^[a-z_][a-z0-9_]*$", row["name"]):
         raise MapError("bad name %r" % row["name"])
-    if row["type"] not in TYPES:
+    text = _STR.match(row["type"])
+    if text:
+        code, words, lo, hi = 0, int(text.group(1)), 0, 0
+        if not 1 <= words <= 64:
+            raise MapError("strN: N must be 1..64")
+    elif row["type"] not in TYPES:
         raise MapError("bad type %r" % row["type"])
+    else:
+        code, words, lo, hi = TYPES[row["type"]]
     if row["access"] not in ACCESS:
         raise MapError("bad access %r" % row["access"])
-    code, words, lo, hi = TYPES[row["type"]]
     row["tcode"] = code
     row["words"] = words
     row["mul"], row["div"] = parse_scale(row["scale"])
@@ -144,6 +153,18 @@ def _row(r, fields):
         if (row["mul"], row["div"]) != (1, 1):
             raise MapError("configuration registers use scale 1")
         f = fields[path]
+        if isinstance(f[1], str) or text:  # a text field <-> a strN register
+            if not (isinstance(f[1], str) and text):
+                raise MapError("text fields (and only they) use strN registers: %s" % path)
+            if f[1] == "secret":
+                raise MapError("%s is secret: never in the Modbus map" % path)
+            if f[2] > 2 * words:
+                raise MapError("%s holds up to %d characters, str%d only %d bytes" % (
+                    path, f[2], words, 2 * words))
+            row["kind"] = KINDS["text"]
+            row["index"] = words
+            row["range"] = "text, up to %d bytes (UTF-8, NUL-padded)" % (2 * words)
+            return row
         if len(f) == 2:
             flo, fhi = 0, len(f[1]) - 1
             row["range"] = ", ".join("%d = %s" % (i, c) for i, c in enumerate(f[1]))
@@ -205,7 +226,8 @@ def render_py(rows):
         "#         access: A_READ | A_WRITE",
         "#         kind K_*: CONST value CONSTS[ref]; ATTR getattr chain PATHS[ref] from the BMS",
         "#         object; INDEX the same, then [index]; CFG config field PATHS[ref];",
-        "#         SPECIAL handled by the server (PATHS[ref] names it)",
+        "#         SPECIAL handled by the server (PATHS[ref] names it); TEXT a text",
+        "#         config field PATHS[ref] over [index] registers (UTF-8, NUL-padded)",
         "#   [3:5] ref (big-endian)   [5] index   [6] scale: SCALES[i] = (mul, div)   [7] 0",
         "# register = value * mul // div (rounded for floats), clamped to the type's range.",
         "from micropython import const",
@@ -221,6 +243,7 @@ def render_py(rows):
         "K_INDEX = const(2)",
         "K_CFG = const(3)",
         "K_SPECIAL = const(4)",
+        "K_TEXT = const(5)",
         "REC_SIZE = const(8)",
         "",
     ]
@@ -285,6 +308,10 @@ def render_md(rows):
     a("* The pack's identity (chemistry, cells, capacity) comes from the board file and is "
       "read-only. `factory_reset`: write 1 while unlocked to put the configuration back to "
       "the board's defaults (logged as EV_CONFIG_RESET).")
+    a("* Text settings (`strN`: N registers) hold UTF-8, two bytes per register (first byte "
+      "in the high half), padded with NUL; read them whole and write them whole with one FC 16 "
+      "(a write that does not cover all N registers is refused with exception 02). Passwords "
+      "and PINs are not in the map.")
     a("")
     a("| Address | Name | Type | Access | Scale | Unit | Range | Description |")
     a("|---:|---|---|---|---:|---|---|---|")

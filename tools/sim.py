@@ -92,6 +92,8 @@ Output:
 Attach host tools:
   --rs485 TTY               the firmware's Modbus RTU server on a tty (tools/ptypair.py)
   --can-bridge TTY          the CAN bus as an SLCAN adapter on a tty
+  --mqtt HOST:PORT          the firmware's MQTT link to that broker over the host network
+                            (sets mqtt_enable=1, mqtt_host, mqtt_port; more with --set)
 Other:
   --list-scenarios          list the scenarios with their length
   -h, --help                this text
@@ -122,6 +124,7 @@ OPTIONS = {
     "strict": ("flag", False),
     "rs485": ("str", ""),
     "can-bridge": ("str", ""),
+    "mqtt": ("str", ""),
     "list-scenarios": ("flag", False),
     "help": ("flag", False),
 }
@@ -422,6 +425,13 @@ def run(argv):
                 raise UsageError("--set wants name=value[,name=value], got %r" % item)
             k, v = item.split("=", 1)
             overrides[k.strip()] = v.strip() if not _isint(v.strip()) else int(v.strip())
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        if not host or not _isint(port) or not 0 < int(port) < 65536:
+            raise UsageError("--mqtt wants HOST:PORT (a broker), got %r" % args.mqtt)
+        overrides.setdefault("mqtt_enable", 1)
+        overrides.setdefault("mqtt_host", host)
+        overrides.setdefault("mqtt_port", int(port))
 
     sim = Simulator(
         shunt_uohm=board.SHUNT_UOHM,
@@ -490,6 +500,11 @@ def run(argv):
     from bms.app import Bms
 
     hw = board.open(sim)
+    if args.mqtt:
+        from simlib.hostnet import HostWifi
+
+        hw.wifi = HostWifi()
+        print("MQTT to %s (prefix %s)" % (args.mqtt, cfg.mqtt_prefix))
     if bc is not None:
         if bc.get("HEATER_PIN", 0) is None:
             hw.heater = None
@@ -507,7 +522,7 @@ def run(argv):
     watch = Watch(scen.watch, cfg) if scen.watch else None
 
     if log is not None:
-        log.write("# config: " + json.dumps(cfg.as_dict()) + "\n")
+        log.write("# config: " + json.dumps(cfg.public_dict()) + "\n")
         cols = list(COLUMNS) + ["cell%d_mv" % (i + 1) for i in range(cells)]
         log.write(",".join(cols + list(EXTRA_COLUMNS)) + "\n")
 
@@ -588,6 +603,9 @@ def run(argv):
     summary = _summary(args, scen, sim, bms, st_run, t, wall_ms, watch, fault_names,
                        log_path, hours, cap_mah, pack)
     summary["bleed"] = bleed
+    summary["config"] = bms.cfg.public_dict()
+    if bms.mqtt is not None:
+        summary["mqtt"] = bms.mqtt.info()
     summary["expect"] = scenarios.check(scen, summary)
     summary["expect_ok"] = all(e["ok"] for e in summary["expect"])
     summary["summary"] = summary_path
@@ -928,7 +946,7 @@ def _summary(args, scen, sim, bms, rs, t, wall_ms, watch, fault_names, log_path,
         "end_soc_cap_pct": lim.soc_cap_pct,
         "log": log_path,
         "candump": args.candump,
-        "config": bms.cfg.as_dict(),
+        "config": bms.cfg.public_dict(),
     }
     if watch is not None:
         s["watch"] = watch.result()
@@ -977,6 +995,11 @@ def _print_summary(s):
                 w["t_recover_ms"] / 1000,
             )
         )
+    m = s.get("mqtt")
+    if m:
+        print("mqtt: %s, %d connects, %d published, %d alerts acknowledged, commands %s, "
+              "longest poll %d us" % (m["link"], m["connects"], m["published"],
+                                      m["alerts_sent"], m["commands"], m["max_poll_us"]))
     if s.get("run_dir"):
         print("run folder: " + s["run_dir"])
     if s["log"]:

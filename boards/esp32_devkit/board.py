@@ -49,6 +49,9 @@ HEATER_PIN = 26
 FAN_PIN = 27
 LED_PIN = 2
 
+# Wi-Fi (station) for MQTT / Home Assistant: settings in the configuration (bms.mqtt()).
+WIFI = True
+
 WDT_TIMEOUT_MS = 5000
 DATA_DIR = "/data"
 
@@ -85,6 +88,16 @@ def open():
         miso=machine.Pin(CAN_MISO),
     )
     out = machine.Pin.OUT
+    wifi = None
+    if WIFI:
+        import network
+
+        wifi = network.WLAN(network.STA_IF)
+        wifi.active(True)
+        try:
+            wifi.config(pm=wifi.PM_NONE)  # no modem sleep: alerts leave at once
+        except (AttributeError, ValueError, OSError):
+            pass
     return Hardware(
         __import__("board"),
         i2c=machine.I2C(
@@ -107,4 +120,5 @@ def open():
         reset_cause=machine.reset_cause(),
         reset=machine.reset,
         data_dir=DATA_DIR,
+        wifi=wifi,
     )

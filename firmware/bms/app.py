@@ -169,6 +169,20 @@ class Bms:
 
             self.modbus = ModbusServer(hw.uart, hw.rs485_de, cfg, self.events)
             self.modbus.on_factory_reset = self.factory_reset
+        self.mqtt = None  # Home Assistant / alerts over Wi-Fi (bms.mqtt), when enabled
+        if cfg.mqtt_enable:
+            self.open_mqtt()
+
+    def open_mqtt(self):
+        """Start the MQTT link on a board with Wi-Fi (at boot with mqtt_enable = 1, or once
+        it is enabled later); its modules take RAM only from then on."""
+        hw = self.hw
+        if self.mqtt is None and getattr(hw, "wifi", None) is not None:
+            from bms.mqtt import MqttLink
+
+            self.mqtt = MqttLink(self.cfg, self.status, self.events, hw.wifi, hw.name,
+                                 hw.data_dir)
+        return self.mqtt
 
     # --- boot ---------------------------------------------------------------------------
     def boot(self):
@@ -442,6 +456,10 @@ class Bms:
             self.can.poll(self, now)
         if self.modbus is not None:
             self.modbus.poll(self, now)
+        if self.mqtt is not None:  # never blocks, never raises (idle while mqtt_enable = 0)
+            self.mqtt.poll(now)
+        elif self.cfg.mqtt_enable:  # enabled since boot (REPL, Modbus): start it now
+            self.open_mqtt()
 
     def persist_cycle(self, now, force=False):
         self._drill(TASK_PERSIST)

@@ -23,7 +23,8 @@ class ConfigError(ValueError):
         self.rule = rule
 
 
-# Field table: (name, lo, hi) for ints, (name, (choice, ...)) for enums.
+# Field table: (name, lo, hi) for ints, (name, (choice, ...)) for enums, and
+# (name, STR or SECRET, max length) for text (see check_value; SECRET: never shown).
 # Order is stable: the index of a field is used in event-log entries and the Modbus map.
 FIELDS = (
     # --- pack ---------------------------------------------------------------------
@@ -162,6 +163,19 @@ FIELDS = (
     ("modbus_baud", 1200, 115200),  # RS485 baud rate (8N1)
     ("modbus_pin", 0, 9999),  # PIN that unlocks config writes over Modbus; 0 = writes disabled
     ("modbus_unlock_ms", 10000, 3600000),  # relock after this long without an accepted write
+    # MQTT / Home Assistant over Wi-Fi (bms.mqtt). Strings: (name, STR or SECRET, max length);
+    # SECRET values are stored but never readable over Modbus or MQTT, nor printed.
+    ("mqtt_enable", 0, 1),  # 1 = join Wi-Fi and publish to the broker (boards with Wi-Fi)
+    ("wifi_ssid", "str", 32),
+    ("wifi_password", "secret", 64),
+    ("mqtt_host", "str", 48),  # broker host name or IP address ("" = none)
+    ("mqtt_port", 1, 65535),
+    ("mqtt_user", "str", 32),  # "" = connect without user name and password
+    ("mqtt_password", "secret", 64),
+    ("mqtt_tls", 0, 2),  # 0 plain TCP, 1 TLS (no certificate check), 2 TLS + CA check
+    ("mqtt_prefix", "str", 32),  # topic prefix, also the Home Assistant node id
+    ("mqtt_period_ms", 1000, 3600000),  # state published this often (and at once on change)
+    ("mqtt_pin", 0, 9999),  # PIN that MQTT commands must carry; 0 = commands disabled
     # --- runtime (bms.app) ----------------------------------------------------------
 )
 
@@ -377,6 +391,17 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         "modbus_baud": 9600,
         "modbus_pin": 0,
         "modbus_unlock_ms": 300000,
+        "mqtt_enable": 0,
+        "wifi_ssid": "",
+        "wifi_password": "",
+        "mqtt_host": "",
+        "mqtt_port": 1883,
+        "mqtt_user": "",
+        "mqtt_password": "",
+        "mqtt_tls": 0,
+        "mqtt_prefix": "bms",
+        "mqtt_period_ms": 10000,
+        "mqtt_pin": 0,
         # control (per-cell voltages come from PRESETS)
         "bal_enable": 1,
         "bal_start_mv": 15,
@@ -479,12 +504,50 @@ def field_index(name):
     return _INDEX.get(name, -1)
 
 
+STR = "str"
+SECRET = "secret"
+_TOPIC_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-/"
+
+
+def is_text(name):
+    """True for a text field (STR or SECRET)."""
+    i = _INDEX.get(name, -1)
+    return i >= 0 and isinstance(FIELDS[i][1], str)
+
+
+def is_secret(name):
+    """True for a field whose value is never shown (passwords)."""
+    i = _INDEX.get(name, -1)
+    return i >= 0 and FIELDS[i][1] == SECRET
+
+
+def _check_text(name, value, maxlen):
+    if not isinstance(value, str):
+        raise ConfigError(name, "must be text")
+    if len(value) > maxlen:
+        raise ConfigError(name, "at most %d characters" % maxlen)
+    for c in value:
+        if ord(c) < 0x20 or ord(c) == 0x7F:
+            raise ConfigError(name, "no control characters")
+    if name == "mqtt_prefix":
+        if not value or value[0] == "/" or value[-1] == "/" or "//" in value:
+            raise ConfigError(name, "a topic: 1+ characters, no leading/trailing or double /")
+        for c in value:
+            if c not in _TOPIC_CHARS:
+                raise ConfigError(name, "only letters, digits, _ - /")
+    elif name == "mqtt_host" and " " in value:
+        raise ConfigError(name, "no spaces")
+    return value
+
+
 def check_value(name, value):
     """Type- and range-check one value. Returns the value as stored; raises ConfigError."""
     i = _INDEX.get(name, -1)
     if i < 0:
         raise ConfigError(name, "unknown field")
     f = FIELDS[i]
+    if isinstance(f[1], str):
+        return _check_text(name, value, f[2])
     if len(f) == 2:
         if value not in f[1]:
             raise ConfigError(name, "must be one of " + ", ".join(f[1]))
@@ -506,6 +569,9 @@ def check_rules(values):
         if (_has_terms(values, a) and _has_terms(values, b)
                 and not _OPS[op](_term(values, a), _term(values, b))):
             raise ConfigError(a, text)
+    # communication: MQTT needs somewhere to go
+    if values.get("mqtt_enable") and not values.get("mqtt_host"):
+        raise ConfigError("mqtt_enable", "mqtt_enable = 1 needs mqtt_host")
 
 
 class Config:
@@ -571,6 +637,14 @@ class Config:
 
     def as_dict(self):
         return dict(self._values)
+
+    def public_dict(self):
+        """as_dict() with every SECRET value replaced by "***" (or "" when unset)."""
+        d = dict(self._values)
+        for f in FIELDS:
+            if f[1] == SECRET:
+                d[f[0]] = "***" if d[f[0]] else ""
+        return d
 
     def names(self):
         return [f[0] for f in FIELDS]

@@ -5,6 +5,7 @@
 #
 #   bms.status()  bms.cells()  bms.faults()  bms.log(n)  bms.config()  bms.set(name, value)
 #   bms.clear_faults()  bms.balance_test(cell)  bms.ship()
+#   bms.mqtt()  bms.mqtt(ssid=..., password=..., host=..., enable=1, ...)   (Wi-Fi boards)
 #
 # Each prints a readable table and returns None (or a value a script can use: set() returns
 # the applied value, clear_faults() whether the latch was released). Every change goes
@@ -12,6 +13,20 @@
 from bms import events as ev
 
 _BALANCE_TEST_MS = 60000
+# bms.mqtt() keyword -> configuration field
+_MQTT_KEYS = {
+    "enable": "mqtt_enable",
+    "ssid": "wifi_ssid",
+    "password": "wifi_password",
+    "host": "mqtt_host",
+    "port": "mqtt_port",
+    "user": "mqtt_user",
+    "mqtt_password": "mqtt_password",
+    "tls": "mqtt_tls",
+    "prefix": "mqtt_prefix",
+    "period_s": "mqtt_period_ms",
+    "pin": "mqtt_pin",
+}
 
 
 class Diag:
@@ -126,8 +141,8 @@ class Diag:
         self._table(("t_s", "event", "detail"), rows)
 
     def config(self):
-        """The configuration in force."""
-        d = self._bms.cfg.as_dict()
+        """The configuration in force (passwords shown as ***)."""
+        d = self._bms.cfg.public_dict()
         self._table(("name", "value"), [(k, str(d[k])) for k in self._bms.cfg.names()])
 
     def set(self, name, value):
@@ -144,8 +159,54 @@ class Diag:
             return None
         b.events.add(now, ev.EV_CONFIG, field_index(name), _intpart(value))
         b.save_config(now)
-        self._p("%s = %s" % (name, b.cfg.get(name)))
-        return b.cfg.get(name)
+        self._p("%s = %s" % (name, b.cfg.public_dict()[name]))
+        return b.cfg.public_dict()[name]
+
+    def mqtt(self, **settings):
+        """MQTT / Home Assistant: without arguments the link's status; with keyword
+        arguments (ssid, password, host, port, user, mqtt_password, tls, prefix, period_s,
+        pin, enable) the settings, applied together through the same validation, logged
+        and saved. Passwords are never printed."""
+        from bms.config import ConfigError, field_index
+
+        b = self._bms
+        if settings:
+            changes = {}
+            for k in settings:
+                name = _MQTT_KEYS.get(k)
+                if name is None:
+                    self._p("unknown setting %s; use: %s" % (k, ", ".join(_MQTT_KEYS)))
+                    return False
+                v = settings[k]
+                changes[name] = v * 1000 if k == "period_s" and isinstance(v, int) else v
+            now = self._now()
+            try:
+                b.cfg.update(changes)
+            except ConfigError as e:
+                b.events.add(now, ev.EV_CONFIG_REJECT, field_index(e.field),
+                             _intpart(changes.get(e.field, 0)))
+                self._p("rejected: %s" % e)
+                return False
+            for name in changes:
+                b.events.add(now, ev.EV_CONFIG, field_index(name), _intpart(changes[name]))
+            b.save_config(now)
+        c = b.cfg.public_dict()
+        rows = [(k, str(c[k])) for k in ("mqtt_enable", "wifi_ssid", "wifi_password",
+                                         "mqtt_host", "mqtt_port", "mqtt_user",
+                                         "mqtt_password", "mqtt_tls", "mqtt_prefix",
+                                         "mqtt_period_ms")]
+        rows.append(("mqtt_pin", "set" if c["mqtt_pin"] else "0 (commands off)"))
+        link = getattr(b, "mqtt", None)
+        if link is None:
+            rows.append(("link", "this board has no Wi-Fi"))
+        else:
+            info = link.info()
+            for k in ("link", "last_reason", "connects", "published", "alerts_sent",
+                      "alerts_pending", "alerts_dropped", "commands", "dropped_msgs", "errors",
+                      "max_poll_us"):
+                rows.append((k, str(info[k])))
+        self._table(("item", "value"), rows)
+        return True
 
     def factory_reset(self):
         """Configuration back to the board's defaults (hardware limits reprogrammed first);

@@ -26,11 +26,13 @@ EV_STORE = const(15)  # a = record kind, b = 1 saved, 2 fell back, 3 missing, 4 
 #                       5 made for another pack identity (config, not applied)
 EV_SHIP = const(16)  # a = 0, b = 0
 EV_INVERTER = const(17)  # a = 1 present, 0 lost, b = seconds since last frame
-EV_UNLOCK = const(18)  # a = 1 unlocked, 0 locked/wrong PIN, b = interface (1 modbus, 2 repl)
+EV_UNLOCK = const(18)  # a = 1 unlocked, 0 locked/wrong PIN, b = 1 modbus, 2 repl, 3 mqtt
 EV_RESET_REQ = const(19)  # a = reason code, b = 0
 EV_AFE_CONFIG = const(20)  # AFE refused: a = register that lost its value, b = refusals so far
 EV_AFE_INIT = const(21)  # AFE re-initialised: a = 1 done and verified / 0 failed, b = attempts
 EV_CONFIG_RESET = const(22)  # factory reset: a = interface (1 modbus, 2 repl), b = 0
+EV_MQTT = const(23)  # a = 1 link up, 0 link down, 2 command refused, 3 message dropped;
+#                      b = reason (bms.mqtt R_*; for a = 2: bms.ha CMD_*)
 
 NAMES = (
     "?",
@@ -56,6 +58,7 @@ NAMES = (
     "afe_config",
     "afe_init",
     "config_reset",
+    "mqtt",
 )
 
 

@@ -164,6 +164,24 @@ def names(mask):
     return "|".join(out)
 
 
+_Q_UNIT = ("", "mV", "mV", "mV", "mA", "mA", "dC", "dC", "dC", "mV")  # by Q_*
+
+
+def unit(i):
+    """Unit of the value logged with fault i (EV_FAULT_SET/CLEAR b): mV, mA, dC (0.1 degC),
+    ms, or '' (AFE trip flags, error counts, registers)."""
+    q = FAULTS[i][4]
+    if q != Q_NONE:
+        return _Q_UNIT[q]
+    if i == F_TEMP_SENSOR:
+        return "dC"
+    if i in (F_CELL_IMPLAUSIBLE, F_SUM_MISMATCH, F_HW_OV, F_HW_UV):
+        return "mV"
+    if i == F_AFE_STALE:
+        return "ms"
+    return ""
+
+
 def tier(i):
     """'warning', 'protection', 'retry' or 'latched' for fault index i."""
     f = FLAGS[i]

@@ -27,6 +27,7 @@ class Hardware:
         data_dir="/data",
         clock=None,
         background=None,
+        wifi=None,
     ):
         # Constants of the board module (pins, AFE variant, shunt ...), kept for reference.
         self.board = board
@@ -56,3 +57,6 @@ class Hardware:
         self.clock = clock  # object with now_ms(); None: bms.clock.MonotonicClock
         # coroutine function or None: one more task the app runs (the virtual board's physics)
         self.background = background
+        # network.WLAN(network.STA_IF)-like object (active(), connect(ssid, pw), isconnected())
+        # or None: no Wi-Fi, no MQTT (bms.mqtt). The virtual board's is the host's network.
+        self.wifi = wifi

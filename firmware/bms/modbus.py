@@ -323,7 +323,9 @@ class ModbusServer:
                 hi = mid - 1
         if hi >= 0:
             o = hi * 8
-            if R[o + 2] & 3 >= 2 and ((R[o] << 8) | R[o + 1]) == a - 1:
+            tak = R[o + 2]
+            n = R[o + 5] if tak >> 4 == 5 else 2 if tak & 3 >= 2 else 1  # K_TEXT: N words
+            if a - ((R[o] << 8) | R[o + 1]) < n:
                 return hi * 2 + 1
         return -1
 
@@ -336,6 +338,8 @@ class ModbusServer:
             v = self._consts[ref]
         elif kind == 4:  # K_SPECIAL: the unlock register reads 1 while unlocked, others 0
             v = 1 if self._unlocked and self._paths[ref] == "unlock" else 0
+        elif kind == 5:  # K_TEXT: the numeric view is 0 (_read sends the text)
+            return 0
         elif kind == 3:  # K_CFG
             name = self._paths[ref]
             v = getattr(self.cfg, name, 0)
@@ -383,6 +387,14 @@ class ModbusServer:
             lo, hi = -0x80000000, 0x7FFFFFFF
         return lo if v < lo else hi if v > hi else v
 
+    def _text(self, ri):
+        # the UTF-8 bytes of a text field, cut to its registers (last read cached per cycle)
+        R = self._R
+        o = ri * 8
+        v = getattr(self.cfg, self._paths[(R[o + 3] << 8) | R[o + 4]], "")
+        b = v.encode() if isinstance(v, str) else b""
+        return b[:2 * R[o + 5]]
+
     # --- FC 3 / 4 ---------------------------------------------------------------------------
     def _read(self, n):
         rx = self._rx
@@ -402,6 +414,7 @@ class ModbusServer:
         o = 3
         last = -1
         val = 0
+        txt = b""
         R = self._R
         for a in range(start, start + cnt):
             k = self._find(a)
@@ -409,7 +422,12 @@ class ModbusServer:
             if ri != last:
                 val = self._value(ri)
                 last = ri
-            if R[ri * 8 + 2] & 3 >= 2:
+                txt = self._text(ri) if R[ri * 8 + 2] >> 4 == 5 else b""
+            if R[ri * 8 + 2] >> 4 == 5:  # K_TEXT: word (a - start) of the NUL-padded text
+                o2 = 2 * (a - ((R[ri * 8] << 8) | R[ri * 8 + 1]))
+                w = ((txt[o2] << 8) if o2 < len(txt) else 0) | (txt[o2 + 1]
+                                                                 if o2 + 1 < len(txt) else 0)
+            elif R[ri * 8 + 2] & 3 >= 2:
                 w = (val >> 16) & 0xFFFF if not k & 1 else val & 0xFFFF
             else:
                 w = val & 0xFFFF
@@ -489,6 +507,24 @@ class ModbusServer:
             if not self._unlocked:
                 self._log_limited(now, EV_CONFIG_REJECT, field_index(name), w)
                 return EX_LOCKED
+            if tak >> 4 == 5:  # K_TEXT: all of its registers in this write, or nothing
+                i -= 1  # (counted as one u16 above)
+                nw = R[ro + 5]
+                if i + nw > cnt:
+                    return EX_ADDRESS
+                raw = bytearray(2 * nw)
+                for j in range(2 * nw):
+                    raw[j] = rx[data_off + 2 * i + j]
+                end = 2 * nw
+                while end and raw[end - 1] == 0:
+                    end -= 1
+                try:
+                    changes[name] = bytes(raw[:end]).decode()
+                except UnicodeError:
+                    self._log_limited(now, EV_CONFIG_REJECT, field_index(name), 0)
+                    return EX_VALUE
+                i += nw
+                continue
             f = FIELDS[field_index(name)]
             if len(f) == 2:  # enum: register = index of the choice
                 if not 0 <= w < len(f[1]):

@@ -8,7 +8,8 @@
 #         access: A_READ | A_WRITE
 #         kind K_*: CONST value CONSTS[ref]; ATTR getattr chain PATHS[ref] from the BMS
 #         object; INDEX the same, then [index]; CFG config field PATHS[ref];
-#         SPECIAL handled by the server (PATHS[ref] names it)
+#         SPECIAL handled by the server (PATHS[ref] names it); TEXT a text
+#         config field PATHS[ref] over [index] registers (UTF-8, NUL-padded)
 #   [3:5] ref (big-endian)   [5] index   [6] scale: SCALES[i] = (mul, div)   [7] 0
 # register = value * mul // div (rounded for floats), clamped to the type's range.
 from micropython import const
@@ -24,11 +25,12 @@ K_ATTR = const(1)
 K_INDEX = const(2)
 K_CFG = const(3)
 K_SPECIAL = const(4)
+K_TEXT = const(5)
 REC_SIZE = const(8)
 
 MAP_VERSION = const(1)
 UNLOCK_ADDR = const(200)
-N_REGS = const(201)
+N_REGS = const(209)
 
 REGS = (
     b"\x00\x00\x04\x00\x00\x00\x00\x00"  # 0 map_version
@@ -232,6 +234,14 @@ REGS = (
     b"\x06\x45\x3c\x00\xb4\x00\x00\x00"  # 1605 cfg_modbus_unit
     b"\x06\x46\x3e\x00\xb5\x00\x00\x00"  # 1606 cfg_modbus_baud
     b"\x06\x48\x3e\x00\xb6\x00\x00\x00"  # 1608 cfg_modbus_unlock_ms
+    b"\x06\x4a\x3c\x00\xb7\x00\x00\x00"  # 1610 cfg_mqtt_enable
+    b"\x06\x4b\x3c\x00\xb8\x00\x00\x00"  # 1611 cfg_mqtt_port
+    b"\x06\x4c\x3c\x00\xb9\x00\x00\x00"  # 1612 cfg_mqtt_tls
+    b"\x06\x4d\x3e\x00\xba\x00\x00\x00"  # 1613 cfg_mqtt_period_ms
+    b"\x06\x4f\x5c\x00\xbb\x10\x00\x00"  # 1615 cfg_wifi_ssid
+    b"\x06\x5f\x5c\x00\xbc\x18\x00\x00"  # 1631 cfg_mqtt_host
+    b"\x06\x77\x5c\x00\xbd\x10\x00\x00"  # 1655 cfg_mqtt_user
+    b"\x06\x87\x5c\x00\xbe\x10\x00\x00"  # 1671 cfg_mqtt_prefix
 )
 
 PATHS = (
@@ -418,6 +428,14 @@ PATHS = (
     "modbus_unit",
     "modbus_baud",
     "modbus_unlock_ms",
+    "mqtt_enable",
+    "mqtt_port",
+    "mqtt_tls",
+    "mqtt_period_ms",
+    "wifi_ssid",
+    "mqtt_host",
+    "mqtt_user",
+    "mqtt_prefix",
 )
 
 CONSTS = (1, 256,)

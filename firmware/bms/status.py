@@ -20,6 +20,7 @@ class Status:
         self.n_cells = n_cells
         self.n_temps = n_temps
         self.valid = False  # a complete reading has been seen since boot
+        self.slow_valid = False  # and a control cycle ran after it (SOC, limits are real)
         self.t_ms = 0  # time of the last fill
         self.seq = 0  # incremented by every fill (readers can tell a new cycle)
         # measurements (fast)
@@ -56,6 +57,8 @@ class Status:
         self.soh_pct = 100.0
         self.capacity_mah = 0
         self.cycles = 0
+        self.chg_wh = 0.0  # energy counters (Wh, since the counters began; MQTT energy sensors)
+        self.dsg_wh = 0.0
         self.mode = 0
         self.bal_mask = 0
         self.heater = False
@@ -108,6 +111,8 @@ class Status:
         self.soh_pct = est.soh_pct
         self.capacity_mah = est.capacity_mah
         self.cycles = est.cycles
+        self.chg_wh = est.chg_wh_total
+        self.dsg_wh = est.dsg_wh_total
         self.mode = lim.mode
         self.full_charge_req = lim.full_charge_req
         self.bal_mask = bms.bal_mask if bms.bal_mask > 0 else 0
@@ -116,6 +121,8 @@ class Status:
         self.config_foreign = 1 if bms.config_foreign else 0
         self.afe_refusals = bms.afe_refusals
         self.afe_inits = bms.afe_inits
+        if self.valid:
+            self.slow_valid = True
         self._permissions(bms)
         self.t_ms = now_ms
         self.seq += 1
