@@ -117,9 +117,11 @@ def true_capacity_ah(rows):
 
 
 def first_full_end(rows, cap_ah):
-    """Time at which the first full charge ended (truth above 97 %, then charging stopped)."""
+    """Time at which the first full charge ended (truth above 97 % - or within 2 points of the
+    trace's highest SOC for a charger set below 100 % -, then charging stopped)."""
+    top = min(0.97, max(r["soc_true"] for r in rows) - 0.02)
     k = 0
-    while k < len(rows) and rows[k]["soc_true"] < 0.97:
+    while k < len(rows) and rows[k]["soc_true"] < top:
         k += 1
     while k < len(rows) and rows[k]["current_A"] > cap_ah / 50.0:
         k += 1

@@ -64,6 +64,7 @@ _DVDT_WINDOW_MS = const(300000)
 _R_FIRST_N = const(10)  # resistance samples before the trend reference is fixed
 _REF_MAX_AGE_MS = 14 * 86400000  # capacity references older than this are dropped
 _NREF = const(3)
+_REF_SIG_MAX = 2.0  # % : a rest reading this good is a capacity reference point
 
 
 def _clamp(x, lo, hi):
@@ -526,7 +527,7 @@ class Estimator:
             if sz >= 0.8 * self._rb_sig and not settled:
                 return  # early reading worth little: wait for the settled one
         self._rest_stage = 2 if settled else 1
-        ref = settled and sz <= 3.0 and 10.0 <= temp_c <= 45.0
+        ref = settled and sz <= _REF_SIG_MAX and 10.0 <= temp_c <= 45.0
         self._blend(z, sz, now_ms, SYNC_REST, ref)
 
     # ------------------------------------------------------------------ SOH
@@ -571,8 +572,12 @@ class Estimator:
                 if (q_new - cap) ** 2 <= 9.0 * (vc + vm):
                     gain = vc / (vc + vm)
                     lim = nom * cfg.soc_cap_step_pct / 100.0
-                    self.capacity_mah = cap + _clamp(gain * (q_new - cap), -lim, lim)
-                    post = math.sqrt(vc * vm / (vc + vm)) / self.capacity_mah * 100.0
+                    step = gain * (q_new - cap)
+                    done = _clamp(step, -lim, lim)
+                    self.capacity_mah = cap + done
+                    # a bounded step leaves the rest of the way uncertain
+                    post = math.sqrt(vc * vm / (vc + vm) + (step - done) ** 2)
+                    post = post / self.capacity_mah * 100.0
                     self.cap_err_pct = max(_CAP_UNC_MIN, post)
                     self.cap_updates += 1
         # keep the charge counter relative to the newest reference (float precision)

@@ -154,7 +154,8 @@ class Table:
         z = (lo + hi) * 0.5
         sz = (hi - lo) * 25.0  # quarter of the interval, in %
         ss = self.soc_sigma_pct(z)
-        return z, (sz * sz + ss * ss) ** 0.5
+        si = 25.0 / self.n  # linear interpolation between points a quarter step off
+        return z, (sz * sz + ss * ss + si * si) ** 0.5
 
 
 def _mv(t, n, soc):
