@@ -17,7 +17,8 @@ offset 50 mA per 100 Ah (0.05 % C), cell-voltage noise 2 mV rms, initial SOC 20 
 would (--charge-mv), the datasheet (fresh) capacity as nominal.
 
 Columns: rmse/max over the whole trace; rmse_f/max_f after the end of the first full charge
-(from the truth: the first end of charging above 97 % true SOC); cov = share of rows with the
+(from the truth: the first end of charging above 97 % true SOC, plus one minute for the
+BMS to see the current stop); cov = share of rows with the
 truth within +/-2 sigma of the estimate (sigma = soc_err_pct; target >= 95 %); cap = learnt
 capacity error against the trace's true capacity (least-squares slope of counted charge
 against true SOC). --quick: one gain sign only.
@@ -125,7 +126,7 @@ def first_full_end(rows, cap_ah):
         k += 1
     while k < len(rows) and rows[k]["current_A"] > cap_ah / 50.0:
         k += 1
-    return rows[k]["t_s"] if k < len(rows) else None
+    return rows[k]["t_s"] + 60.0 if k < len(rows) else None  # a minute to see it stop
 
 
 def run(rows, chem, cap_ah, gain, soc0, charge_mv, t_full, own_rows=None, naive=False):

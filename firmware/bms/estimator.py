@@ -121,6 +121,7 @@ class Estimator:
         self._top_i = 0.0  # charging current at the last update at the top (0 = not at top)
         self._top_mv = 0.0
         self._top_seen = False  # this charge reached the top
+        self._top_off_ms = -1  # when the voltage left the top while charging on
         self._cv_i0 = 0.0  # current when the top was reached
         self._cv_q = 0.0  # mAh charged at the top
         self.cv_tau_s = _CV_TAU_S[cfg.chemistry]  # CV time constant: learnt, persisted
@@ -138,6 +139,7 @@ class Estimator:
         self._last_ms = None
         self._rest_ms = 0
         self._rest_stage = 0  # 0 none yet, 1 early reading done, 2 settled reading done
+        self._rest_next_ms = 0  # rest time of the next early try
         self._rb_soc = 0.0  # prior before this rest's first reading
         self._rb_sig = 0.0
         self._rb_net = 0.0
@@ -340,6 +342,7 @@ class Estimator:
             self._top_seen = False
         elif i > cfg.soc_rest_ma:
             if top:
+                self._top_off_ms = -1
                 if not self._top_seen:
                     self._top_seen = True
                     self._cv_i0 = i
@@ -350,8 +353,11 @@ class Estimator:
                     self._top_i = i  # the lowest charging current seen at the top
                     self._top_mv = v_mean
             elif self._top_seen and i > cfg.soc_tail_ma:
-                self._learn_tau()
-                self._top_seen = False  # left the top while charging on: not the end
+                if self._top_off_ms < 0:
+                    self._top_off_ms = now_ms
+                elif now_ms - self._top_off_ms > 120000:
+                    self._learn_tau()
+                    self._top_seen = False  # charging on below the top: not the end
         elif self._top_seen:
             # the charge ended after reaching the top: charger done, inverter stopped at CVL,
             # drop to float, PV gone. The current at the top says how full the cell is.
@@ -474,6 +480,7 @@ class Estimator:
         else:
             self._rest_ms = 0
             self._rest_stage = 0
+            self._rest_next_ms = 0
             self._vf_ok = False
         if not self._vf_ok:
             self._vf = v_mean
@@ -490,21 +497,30 @@ class Estimator:
             self._win_v = self._vf
 
     def _check_rest(self, i, now_ms, temp_c):
-        """OCV reading in a rest: early (a quarter of soc_rest_ms, relaxation still counted in
-        its sigma), then once settled again, from the same prior (no double counting)."""
+        """OCV reading in a rest: an early one (from 1 min; the relaxation still to come is in
+        its sigma: 30 mV until dV/dt is known, then dV/dt x half the rest time), taken only
+        when it would cut the uncertainty at least in half, retried every 5 min; then, once
+        settled (soc_rest_ms, dV/dt < soc_rest_dvdt_uv_s), again from the same prior (the
+        early reading is replaced, not counted twice)."""
         cfg = self.cfg
-        if self._rest_stage >= 2 or not 0.0 <= temp_c <= 50.0 or self._dvdt > 1e8:
+        if self._rest_stage >= 2 or not 0.0 <= temp_c <= 50.0 or self._rest_ms < 60000:
+            return
+        if self._full_latch and self._soc >= 0.99:
             return
         need = cfg.soc_rest_ms * (2 if temp_c < 10.0 else 1)
-        if self._rest_ms < need // 4 or self._full_latch and self._soc >= 0.99:
-            return
         settled = self._rest_ms >= need and self._dvdt <= cfg.soc_rest_dvdt_uv_s
-        if self._rest_stage == 1 and not settled:
+        if not settled and (self._rest_stage == 1 or self._rest_ms < self._rest_next_ms):
             return
+        self._rest_next_ms = self._rest_ms + 300000
         t = self.table
         ir = i * self.r_mohm / 1000.0  # a "rest" may carry a small load: take its IR out
         h = t.hyst_mv * 0.5
-        relax = self._dvdt * cfg.soc_rest_ms / 2.0e6  # uV/s x (rest time / 2) -> mV
+        if self._dvdt > 1e8:
+            relax = 30.0
+        else:
+            relax = self._dvdt * cfg.soc_rest_ms / 2.0e6  # uV/s x (rest time / 2) -> mV
+            if not settled and self._rest_ms < need // 4 and relax < 10.0:
+                relax = 10.0
         extra = math.sqrt(
             (h * (1.0 - abs(self.hyst)) + 0.3 * h) ** 2
             + relax * relax
@@ -521,11 +537,12 @@ class Estimator:
             self._restart_sigma(self._rb_sig)
         else:
             self._move_acc()
+            sp = self._sigma()
+            if not settled and sz >= 0.5 * sp:
+                return  # worth little now: try again later
             self._rb_soc = self._soc
-            self._rb_sig = self._sigma()
+            self._rb_sig = sp
             self._rb_net = self._net_run
-            if sz >= 0.8 * self._rb_sig and not settled:
-                return  # early reading worth little: wait for the settled one
         self._rest_stage = 2 if settled else 1
         ref = settled and sz <= _REF_SIG_MAX and 10.0 <= temp_c <= 45.0
         self._blend(z, sz, now_ms, SYNC_REST, ref)
