@@ -158,7 +158,7 @@ def run(rows, chem, cap_ah, gain, soc0, charge_mv, t_full, own_rows=None, naive=
         "rmse_f": math.sqrt(sq_f / n_f) if n_f else float("nan"),
         "max_f": mx_f if n_f else float("nan"),
         "cov": n_cov / n * 100.0 if not naive else float("nan"),
-        "cap_ah": rp.est.capacity_mah / 1000.0,
+        "cap_ah": rp.est.capacity_mah / 1000.0 / rp.k,
     }
 
 

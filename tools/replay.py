@@ -71,6 +71,10 @@ class Replay:
                  offset_ma=0.0, noise_mv=0.0, seed=1, n_cells=3, charge_mv=None,
                  ocv_table=None):
         cap = int(round(capacity_ah * 1000))
+        # cells below the configuration's 1 Ah minimum are replayed as k in parallel (the
+        # estimator only sees current / capacity); capacity outputs are divided back by k
+        self.k = 1 if cap >= 1000 else 1000 // max(cap, 1) + 1
+        cap *= self.k
         self.n = max(3, n_cells if cells is None else cells)
         self.cfg = Config(chemistry, self.n, cap)
         if charge_mv:
@@ -105,7 +109,7 @@ class Replay:
 
     def step(self, t_s, current_a, cells_v, temp_c):
         snap = self.snap
-        i_ma = current_a * 1000.0 * self.gain + self.offset_ma
+        i_ma = (current_a * 1000.0 * self.gain + self.offset_ma) * self.k
         for k in range(self.n):
             v = cells_v[k if k < len(cells_v) else len(cells_v) - 1]
             mv = v * 1000.0
@@ -349,9 +353,9 @@ def main(argv):
         if truth is not None and t >= score_from:
             rp.score(truth * 100.0)
         if out:
-            out.write("%.1f,%.3f,%.3f,%.2f,%.4f,%.3f" % (t, est.soc_pct, est.soc_err_pct,
-                                                         est.soh_pct, est.capacity_mah / 1000.0,
-                                                         est.r_mohm))
+            out.write("%.1f,%.3f,%.3f,%.2f,%.4f,%.3f" % (
+                t, est.soc_pct, est.soc_err_pct, est.soh_pct,
+                est.capacity_mah / 1000.0 / rp.k, est.r_mohm * rp.k))
             out.write(",%.3f\n" % (truth * 100.0) if truth is not None else "\n")
     if out:
         out.close()
@@ -359,7 +363,7 @@ def main(argv):
         raise TraceError("%s has no data rows" % path)
     est = rp.est
     print("rows=%d capacity_ah=%.4f soh_pct=%.2f r_mohm=%.2f cycles=%.2f" % (
-        rp.count, est.capacity_mah / 1000.0, est.soh_pct, est.r_mohm, est.cycles))
+        rp.count, est.capacity_mah / 1000.0 / rp.k, est.soh_pct, est.r_mohm * rp.k, est.cycles))
     if has_truth:
         print("soc_rmse_pct=%.3f soc_max_err_pct=%.3f" % (rp.rmse(), rp.max_err))
     return 0
