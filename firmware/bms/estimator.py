@@ -123,6 +123,7 @@ class Estimator:
         self._top_mv = 0.0
         self._top_seen = False  # this charge reached the top
         self._top_off_ms = -1  # when the voltage left the top while charging on
+        self._chg_ms = 0  # how long the current has been charging without a break
         self._cv_i0 = 0.0  # current when the top was reached
         self._cv_q = 0.0  # mAh charged at the top
         self.cv_tau_s = _CV_TAU_S[cfg.chemistry]  # CV time constant: learnt, persisted
@@ -212,8 +213,11 @@ class Estimator:
             self._count(i, dt_s, snap, temp_c)
         if i > cfg.soc_rest_ma:
             self._dir = 1
-        elif i < -cfg.soc_rest_ma:
-            self._dir = -1
+            self._chg_ms += dt_ms
+        else:
+            self._chg_ms = 0
+            if i < -cfg.soc_rest_ma:
+                self._dir = -1
         if cells_ok:
             v_mean = snap.cell_sum_mv / snap.n_cells
             self._track_rest(i, v_mean, now_ms, dt_ms)
@@ -342,7 +346,7 @@ class Estimator:
         if self._full_latch:
             self._top_seen = False
         elif i > cfg.soc_rest_ma:
-            if top:
+            if top and self._chg_ms >= 60000:  # not a short (regenerative) charge pulse
                 self._top_off_ms = -1
                 if not self._top_seen:
                     self._top_seen = True
