@@ -64,8 +64,8 @@ _DVDT_WINDOW_MS = const(300000)
 _R_FIRST_N = const(10)  # resistance samples before the trend reference is fixed
 _REF_MAX_AGE_MS = 14 * 86400000  # capacity references older than this are dropped
 _NREF = const(3)
-_REF_SIG_MAX = 3.5  # % : a rest reading this good is a capacity reference point
-_CAP_REL_MAX = 3.5  # % : a capacity measurement no better than this (span vs sigma) is dropped
+_REF_SIG_MAX = 4.0  # % : a rest reading this good is a capacity reference point
+_CAP_REL_MAX = 4.0  # % : a capacity measurement worse than this (sigma / span) is dropped
 
 
 def _clamp(x, lo, hi):
@@ -148,6 +148,7 @@ class Estimator:
         self._net_run = 0.0  # running net mAh (never reset; for re-blending)
         self._vf = 0.0  # filtered mean cell voltage, mV
         self._vf_ok = False
+        self._v_rest0 = 0.0  # mean cell voltage when the rest began
         self._win_ms = 0
         self._win_v = 0.0
         self._dvdt = 1e9  # uV/s over the last window
@@ -495,6 +496,7 @@ class Estimator:
             self._vf_ok = False
         if not self._vf_ok:
             self._vf = v_mean
+            self._v_rest0 = v_mean
             self._vf_ok = True
             self._win_ms = now_ms
             self._win_v = v_mean
@@ -526,8 +528,8 @@ class Estimator:
         t = self.table
         ir = i * self.r_mohm / 1000.0  # a "rest" may carry a small load: take its IR out
         h = t.hyst_mv * 0.5
-        if self._dvdt > 1e8:
-            relax = 30.0
+        if self._dvdt > 1e8:  # dV/dt not known yet: twice what it relaxed so far, >= 30 mV
+            relax = max(30.0, 2.0 * abs(self._vf - self._v_rest0))
         else:
             relax = self._dvdt * cfg.soc_rest_ms / 2.0e6  # uV/s x (rest time / 2) -> mV
             if not settled and self._rest_ms < need // 4 and relax < 10.0:

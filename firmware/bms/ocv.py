@@ -59,7 +59,7 @@ HYST_MV = {"lfp": 20.0, "nmc": 4.0, "lto": 10.0}
 # the chemistry (LFP: APR18650M1B vs the CALCE A123 charge branch and the Prada2013 model
 # cell, 27-70 mV apart on the plateau, 2-7 % apart in the low tail; NMC: LG M50T vs Samsung
 # 40T and the Chen2020 model cell, up to 35 mV / 3.7 % apart mid-range, < 1 % at the top).
-GENERIC_SIGMA = {"lfp": (35.0, 3.0), "nmc": (30.0, 2.5), "lto": (40.0, 5.0)}
+GENERIC_SIGMA = {"lfp": (35.0, 3.5), "nmc": (30.0, 2.5), "lto": (40.0, 5.0)}
 # The cell's own table: measurement and lot-to-lot spread of a careful C/20 or GITT test.
 OWN_SIGMA = (4.0, 0.7)
 
