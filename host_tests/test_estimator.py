@@ -10,7 +10,7 @@ import json
 from bms import ocv
 from bms.config import Config
 from bms.estimator import SYNC_EMPTY, SYNC_FULL, SYNC_REST, Estimator
-from bms.events import EV_SOC_SYNC, EventLog
+from bms.events import EV_CONFIG_REJECT, EV_SOC_SYNC, EventLog
 from bms.snapshot import (
     FLAG_CELLS_VALID,
     FLAG_CURRENT_VALID,
@@ -418,9 +418,11 @@ def test_ekf_with_own_table_converges():
 def test_board_table_installed():
     est, _ = make("lfp", 10000, PRADA)
     assert est.table.own and est.table.t == PRADA
-    raises(ValueError, make, "lfp", 10000, (1, 2, 3))
     est2, _ = make("lfp", 10000)
-    assert not est2.table.own
+    assert not est2.table.own and not est2.table_rejected
+    est3, ev3 = make("lfp", 10000, (1, 2, 3))  # a bad board table: generic, and logged
+    assert est3.table_rejected and not est3.table.own
+    assert [e for e in ev3.to_list() if e[1] == EV_CONFIG_REJECT and e[2] == -1]
 
 
 def test_state_roundtrip_and_rejects_bad_data():

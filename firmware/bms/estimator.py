@@ -38,7 +38,7 @@ import math
 from micropython import const
 
 from bms import ocv
-from bms.events import EV_SOC_SYNC
+from bms.events import EV_CONFIG_REJECT, EV_SOC_SYNC
 from bms.snapshot import FLAG_CELLS_VALID, FLAG_CURRENT_VALID, TEMP_INVALID_DC
 
 SYNC_FULL = const(1)
@@ -75,11 +75,19 @@ def _clamp(x, lo, hi):
 class Estimator:
     def __init__(self, cfg, events, ocv_table=None):
         """ocv_table: the cell's own OCV table (0.1 mV, evenly spaced 0..100 %), e.g. the
-        board file's OCV_TABLE; None = the table in force for the chemistry (bms.ocv)."""
+        board file's OCV_TABLE; None = the table in force for the chemistry (bms.ocv). An
+        invalid table falls back to the built-in one: table_rejected, EV_CONFIG_REJECT a=-1."""
         self.cfg = cfg
         self.events = events
         self.chem = cfg.chemistry
-        self.table = ocv.Table(cfg.chemistry, ocv_table)
+        self.table_rejected = False
+        try:
+            self.table = ocv.Table(cfg.chemistry, ocv_table)
+        except ValueError:
+            # a bad board table must not stop the BMS: the generic one, and say so
+            self.table = ocv.Table(cfg.chemistry)
+            self.table_rejected = True
+            events.add(0, EV_CONFIG_REJECT, -1, 0)
         self.nominal_mah = float(cfg.capacity_mah)
         # Published values
         self.soc_pct = 50.0
