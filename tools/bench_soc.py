@@ -223,7 +223,7 @@ def bench(quick=False, only=None):
 def verdicts(results):
     print()
     print("Acceptance (est/gen = built-in tables; 'after full' = after the first full charge):")
-    for name, chem, vc, nom, own, kind in CASES:
+    for name, chem, _vc, _nom, _own, kind in CASES:
         g = results.get((name, "est/gen"))
         nv = results.get((name, "naive"))
         if g is None:
@@ -236,7 +236,8 @@ def verdicts(results):
                 g["rmse_f"] <= t_rmse and g["max_f"] <= t_max))
             items.append(("whole %.1f <= %.0f" % (g["rmse"], t_whole), g["rmse"] <= t_whole))
         else:
-            items.append(("capacity %+.1f %% within 3 %%" % g["cap_err"], abs(g["cap_err"]) <= 3.0))
+            items.append(("capacity %+.1f %% within 3 %%" % g["cap_err"],
+                          abs(g["cap_err"]) <= 3.0))
         if nv is not None:
             items.append(("not worse than naive after full (%.2f vs %.2f)" % (
                 g["rmse_f"], nv["rmse_f"]), g["rmse_f"] <= nv["rmse_f"] + 1e-9))

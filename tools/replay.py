@@ -173,7 +173,7 @@ def read_rows(path):
     try:
         f = open(path)
     except OSError:
-        raise TraceError("cannot open %s" % path)
+        raise TraceError("cannot open %s" % path) from None
     try:
         first = f.readline()
         if first.startswith("# config:"):
@@ -195,10 +195,10 @@ def read_rows(path):
                     row[header[k]] = _float(parts[k])
                 except ValueError:
                     raise TraceError("%s line %d: %s is not a number (%r)" % (
-                        path, lineno, header[k], parts[k].strip()))
+                        path, lineno, header[k], parts[k].strip())) from None
             yield row
     except UnicodeError:
-        raise TraceError("%s is not a text CSV trace" % path)
+        raise TraceError("%s is not a text CSV trace" % path) from None
     finally:
         f.close()
 
@@ -208,12 +208,12 @@ def check_header(path):
     try:
         f = open(path)
     except OSError:
-        raise TraceError("cannot open %s" % path)
+        raise TraceError("cannot open %s" % path) from None
     try:
         try:
             first = f.readline()
         except UnicodeError:
-            raise TraceError("%s is not a text CSV trace" % path)
+            raise TraceError("%s is not a text CSV trace" % path) from None
     finally:
         f.close()
     if first.startswith("# config:"):
@@ -287,7 +287,7 @@ def _parse(argv):
         try:
             x = float(v)
         except ValueError:
-            raise TraceError("--%s: not a number: %s" % (key, v))
+            raise TraceError("--%s: not a number: %s" % (key, v)) from None
         lo, hi = _NUM[key]
         if not lo <= x <= hi:
             raise TraceError("--%s must be in %g..%g" % (key, lo, hi))
@@ -337,12 +337,12 @@ def main(argv):
                             charge_mv=int(o["charge-mv"]) if o["charge-mv"] else None,
                             ocv_table=table)
             except ValueError as e:  # ConfigError, a bad OCV table
-                raise TraceError(str(e))
+                raise TraceError(str(e)) from None
             if o["out"]:
                 try:
                     out = open(o["out"], "w")
                 except OSError:
-                    raise TraceError("cannot write %s" % o["out"])
+                    raise TraceError("cannot write %s" % o["out"]) from None
                 out.write("t_s,soc_pct,soc_err_pct,soh_pct,capacity_ah,r_mohm")
                 out.write(",soc_true_pct\n" if has_truth else "\n")
         vs = [row.get(c) for c in vcols]

@@ -73,7 +73,7 @@ def check_table(mv01):
     try:
         t = tuple(int(x) for x in mv01)
     except (TypeError, ValueError):
-        raise ValueError("OCV table: numbers in 0.1 mV expected")
+        raise ValueError("OCV table: numbers in 0.1 mV expected") from None
     if len(t) < 11 or len(t) > 201:
         raise ValueError("OCV table: 11..201 points")
     for k in range(1, len(t)):
