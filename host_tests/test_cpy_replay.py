@@ -63,3 +63,42 @@ def test_replay_python3_and_micropython_agree():
         b = _run([MPY], tmp)
         assert len(a) == len(b)
         assert max(abs(x - y) for x, y in zip(a, b)) < 0.05
+
+
+def _bad(cmd, args):
+    r = subprocess.run(cmd + [REPLAY] + args, capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_replay_rejects_bad_input_with_one_line():
+    with tempfile.TemporaryDirectory() as tmp:
+        simlog = os.path.join(tmp, "sim.csv")
+        with open(simlog, "w") as f:
+            f.write('# config: {"chemistry": "lfp"}\nt_s,state,soc_pct,current_ma\n0,1,50,0\n')
+        other = os.path.join(tmp, "other.csv")
+        with open(other, "w") as f:
+            f.write("time,amps,volts\n0,1,3.3\n")
+        garbage = os.path.join(tmp, "garbage.csv")
+        with open(garbage, "w") as f:
+            f.write("t_s,current_A,voltage_V\n0,1,3.3\n1,abc,3.3\n")
+        cases = (
+            [os.path.join(tmp, "missing.csv"), "--capacity-ah", "5"],
+            [simlog, "--capacity-ah", "5"],
+            [other, "--capacity-ah", "5"],
+            [garbage, "--capacity-ah", "5"],
+            [other],
+            [simlog, "--capacity-ah", "five"],
+            [simlog, "--capacity-ah", "5", "--chemistry", "lead"],
+            [simlog, "--capacity-ah", "5", "--bogus", "1"],
+            [],
+        )
+        for cmd in ([sys.executable], [MPY]):
+            for args in cases:
+                rc, out, err = _bad(cmd, args)
+                lines = err.strip().splitlines()
+                assert rc == 2, (cmd, args, rc, out, err)
+                assert len(lines) == 1 and lines[0].startswith("replay.py: "), (args, err)
+                assert "Traceback" not in err
+            rc, out, err = _bad(cmd, ["--help"])
+            assert rc == 0 and "usage: replay.py" in out and not err, (rc, err)

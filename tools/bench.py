@@ -9,6 +9,12 @@ Figures:
   min_heapsize_kb         smallest -X heapsize with which tools/sim.py runs a simulated day
   reaction_ms             per protection scenario: simulated reaction time (mean and worst
                           over seeds) against the configured delay
+  est_update_us_host, est_alloc_bytes_per_update, est_heap_bytes
+                          the SOC/SOH estimator alone (bms.estimator.Estimator.update, the
+                          1 s control task's share), measured inside the MicroPython VM on a
+                          replayed PyBaMM LFP day: mean time per update, garbage left per
+                          update (boxed floats: the estimator computes in floats; no lists,
+                          dicts or objects per update), the estimator object's heap
   imbalance_*             balancing: time to get within 10 mV at the top of charge, the
                           physical lower bounds (all cells at once; no two adjacent cells
                           of a group at once, as the BQ769x0 demands) and the mean number
@@ -93,6 +99,64 @@ def vm_figures(out):
     out.update(fig)
     for k, v in fig.items():
         print("%-28s %s" % (k, v))
+
+
+_EST_BENCH = r"""
+import gc, json, time, sys
+sys.path.insert(0, "tools")
+import replay
+rp = replay.Replay("lfp", 2.3, initial_soc=70.0, gain=1.01, offset_ma=1.15, noise_mv=2.0,
+                   charge_mv=3550)
+est = rp.est
+upd = est.update
+stats = [0, 0, 0]
+def timed(snap, now_ms):
+    gc.collect()
+    gc.disable()
+    a0 = gc.mem_alloc()
+    t0 = time.ticks_us()
+    upd(snap, now_ms)
+    stats[1] += time.ticks_diff(time.ticks_us(), t0)
+    stats[2] += gc.mem_alloc() - a0
+    gc.enable()
+    stats[0] += 1
+est.update = timed
+gc.collect()
+h0 = gc.mem_alloc()
+from bms.config import Config
+from bms.estimator import Estimator
+from bms.events import EventLog
+cfg = Config("lfp", 15, 100000)
+ev = EventLog(64)
+gc.collect()
+h1 = gc.mem_alloc()
+e2 = Estimator(cfg, ev)
+gc.collect()
+heap = gc.mem_alloc() - h1
+k = 0
+for r in replay.read_rows("tools/traces/lfp_c2_shortcv.csv"):
+    rp.step(r["t_s"], r["current_A"], [r["voltage_V"]], r["temp_C"])
+    k += 1
+    if k >= 3000:
+        break
+n = stats[0]
+print(json.dumps({"est_update_us_host": round(stats[1] / n, 1),
+                  "est_alloc_bytes_per_update": stats[2] // n, "est_heap_bytes": heap}))
+"""
+
+
+def estimator_cost(out):
+    p = subprocess.run([MPY, "-X", "heapsize=1M", "-c", _EST_BENCH], cwd=ROOT,
+                       env=dict(os.environ, MICROPYPATH=SIM_PATH), capture_output=True,
+                       text=True, timeout=600)
+    if p.returncode != 0:
+        print("estimator cost failed:\n" + p.stderr[-2000:])
+        return
+    fig = json.loads(p.stdout.strip().splitlines()[-1])
+    out.update(fig)
+    print("estimator: %.1f us per update on the host VM, %d bytes of float garbage per update, "
+          "object %d bytes" % (fig["est_update_us_host"], fig["est_alloc_bytes_per_update"],
+                               fig["est_heap_bytes"]))
 
 
 def day(out):
@@ -292,6 +356,7 @@ def main(argv=None):
     sections = (
         ("mpy", lambda: mpy_sizes(out)),
         ("vm", lambda: vm_figures(out)),
+        ("estimator", lambda: estimator_cost(out)),
         ("day", lambda: day(out)),
         ("reactions", lambda: reactions(out, (1,) if a.quick else (1, 2, 3))),
         ("imbalance", lambda: imbalance(out)),

@@ -366,8 +366,8 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         # The full sync must be reachable under our own charge limits: 10 mV (the default
         # absorb_margin_mv) below the charge voltage (RULES).
         "soc_full_mv": {"lfp": 3440, "nmc": 4140, "lto": 2640}[chemistry],
-        "soc_tail_ma": max(1, c // 25),  # C/25
-        "soc_full_hold_ms": 120000,
+        "soc_tail_ma": max(1, c // 20),  # C/20: chargers end their CV at C/50..C/20
+        "soc_full_hold_ms": 60000,
         "soc_empty_mv": {"lfp": 2900, "nmc": 3150, "lto": 2000}[chemistry],
         "soc_empty_hold_ms": 10000,
         "soc_rest_ma": max(1, c // 50),  # C/50
@@ -377,9 +377,9 @@ def defaults(chemistry="lfp", cells=4, capacity_mah=100000):
         "soc_deadband_ma": min(10000, max(1, c // 10000)),  # 0.01 % of C
         "soc_chg_eff_permille": 999,
         "soc_offset_max_ma": min(100000, max(1, c // 500)),  # 0.2 % of C
-        "soc_ekf": 1 if chemistry == "nmc" else 0,
+        "soc_ekf": 0,  # the EKF follows the table: worth it only with the cell's own table
         "soc_cap_min_dsoc_pct": 40,
-        "soc_cap_step_pct": 5,
+        "soc_cap_step_pct": 10,  # an aged pack (85 % of nominal) is learnt in two cycles
         "soc_r_step_ma": max(1, c // 10),  # C/10
         "soc_r_cell_uohm": min(10000000, max(10, 150000000 // c)),  # ~150 mOhm*Ah / C
         # communication

@@ -2,54 +2,70 @@
 #
 # SOC = coulomb counting of the AFE's coulomb-counter samples (no gaps: every 250 ms sample is
 # drained from the snapshot accumulator), with a learnt zero-current offset, a deadband and a
-# charge efficiency. Anchors pull it back:
-#   full sync   max cell >= soc_full_mv, 0 <= I < soc_tail_ma, held soc_full_hold_ms -> 100 %
-#   empty sync  IR-compensated min cell <= soc_empty_mv while discharging, held -> the OCV
-#               table's SOC at that voltage (0 % at the table's end, a few % above it)
-#   rest        |I| < soc_rest_ma for soc_rest_ms and dV/dt < soc_rest_dvdt_uv_s: OCV look-up,
-#               only where the OCV curve is steep (>= soc_slope_min_uv per %), weighted by the
-#               uncertainties of both (never inside the LFP plateau)
-#   EKF         optional 1RC extended Kalman filter on the mean cell voltage (soc_ekf), with
-#               the same slope gate (on for NMC, off by default for LFP and LTO)
-# Counting alone never reaches 100 % (or 0 %): it stops at 99 % (1 %) until a sync says full
-# (empty), so a wrong capacity cannot make the SOC sit at 100 % while the pack still charges.
-# soc_err_pct grows with time (offset) and throughput (gain, capacity) since the last anchor
-# and shrinks at an anchor (TI MaxError style).
+# charge efficiency. Every SOC carries an honest 1-sigma uncertainty soc_err_pct, rebuilt at
+# each update from what happened since the last anchor (its sigma, then the current gain and
+# capacity uncertainty times the net charge, the offset uncertainty times the time, the
+# efficiency times the charge in), and every voltage reading is weighted by what it can tell
+# (bms.ocv.Table.reading: the table's own uncertainty - a generic table is worth less than the
+# cell's own -, its slope there, the hysteresis state, relaxation, temperature, IR).
 #
-# SOH: capacity from the charge passed between two reference points (full, empty, qualified
-# rest) at least soc_cap_min_dsoc_pct apart, filtered (weighted by the SOC span, each step
-# bounded to soc_cap_step_pct of nominal); per-cell DC resistance from current steps (dV/dI,
-# filtered, outliers rejected); r_trend = r / first learnt r.
+# Anchors (README "SOC and SOH estimation" has the rules and their reasons):
+#   full, tail     max cell >= soc_full_mv, 0 <= I <= soc_tail_ma after charging, held
+#                  soc_full_hold_ms -> the table SOC at the charge voltage (chg_cell_mv)
+#                  minus the tail's IR drop, on the charge branch (~99-100 %)
+#   full, stop     the charge reached the top and then stopped (charger done, inverter stops at
+#                  CVL, drop to float, PV fading): the current at the top tells how full: at a
+#                  tail current as above; above it, a reading of the IR-compensated top voltage
+#   empty          IR-compensated min cell <= soc_empty_mv while discharging, held -> a table
+#                  reading (refined while the voltage keeps falling)
+#   rest           |I| < soc_rest_ma: a reading after a quarter of soc_rest_ms, re-done from the
+#                  same prior once settled (soc_rest_ms and dV/dt < soc_rest_dvdt_uv_s)
+# A reading moves SOC by the Kalman weight of the two uncertainties, never by more than twice
+# the prior's sigma, and is dropped when the two disagree beyond 3 sigma: on the LFP plateau
+# with a generic table the reading's sigma is tens of %, so a rest there moves SOC by little.
+# Counting alone never reaches 100 % (or 0 %): it stops at 99 % (1 %) until a sync.
+#
+# SOH: capacity from the charge counted between two reference points (anchors, settled rests
+# with sigma <= 3 %) at least soc_cap_min_dsoc_pct apart, as a Kalman update of the capacity
+# and its own uncertainty (persisted), each step bounded to soc_cap_step_pct of nominal;
+# per-cell DC resistance from current steps (dV/dI, filtered, outliers rejected).
 #
 # Float precision: boards have 32-bit floats. Small increments are collected in an
 # accumulator and moved into SOC, the learning counter and the lifetime totals in chunks;
-# the totals are kept as an int (Ah, Wh) plus a float remainder, so nothing overflows or
-# stops counting after years.
+# the totals are kept as an int (Ah, Wh) plus a float remainder.
 import math
 
 from micropython import const
 
 from bms import ocv
-from bms.events import EV_SOC_SYNC
+from bms.events import EV_CONFIG_REJECT, EV_SOC_SYNC
 from bms.snapshot import FLAG_CELLS_VALID, FLAG_CURRENT_VALID, TEMP_INVALID_DC
 
 SYNC_FULL = const(1)
 SYNC_EMPTY = const(2)
 SYNC_REST = const(3)
+SYNC_TOP = const(4)  # charge stopped at the top above the tail current: a reading, not 100 %
 
-STATE_VERSION = const(1)
+STATE_VERSION = const(2)
 
-_MAH_PER_MA_SAMPLE = 0.25 / 3600.0  # one 250 ms sample of 1 mA in mAh
 _RELEASE = 0.03  # a sync is re-armed once SOC moved this far away from the synced value
 _CC_CAP_HI = 0.99  # counting alone stops here until a full sync
 _CC_CAP_LO = 0.01
-_ERR_FULL = 1.0  # % uncertainty right after a full sync
-_ERR_EMPTY = 5.0  # the cut-off under load is a few % away from true empty (overpotential)
-_ERR_MIN = 0.5
-_GAIN_UNC = 0.01  # current gain uncertainty (fraction of the charge moved)
+_ERR_MIN = 0.3
+_GAIN_UNC = 0.01  # current gain uncertainty (fraction of the net charge)
+_EFF_UNC = 0.002  # charge efficiency uncertainty (fraction of the charge in)
+_CAP_UNC0 = 10.0  # % uncertainty of the configured nominal capacity until learnt
+_CAP_UNC_MIN = 0.7
+_HYST_Q = 0.08  # the hysteresis state switches over ~8 % of capacity
+# CV time constant until learnt (charge a CV phase still puts in = current x tau): LFP's
+# steep top ends a CV within minutes, NMC's slope needs tens of minutes.
+_CV_TAU_S = {"lfp": 120.0, "nmc": 900.0, "lto": 300.0}
 _DVDT_WINDOW_MS = const(300000)
 _R_FIRST_N = const(10)  # resistance samples before the trend reference is fixed
 _REF_MAX_AGE_MS = 14 * 86400000  # capacity references older than this are dropped
+_NREF = const(3)
+_REF_SIG_MAX = 4.0  # % : a rest reading this good is a capacity reference point
+_CAP_REL_MAX = 4.0  # % : a capacity measurement worse than this (sigma / span) is dropped
 
 
 def _clamp(x, lo, hi):
@@ -57,15 +73,27 @@ def _clamp(x, lo, hi):
 
 
 class Estimator:
-    def __init__(self, cfg, events):
+    def __init__(self, cfg, events, ocv_table=None):
+        """ocv_table: the cell's own OCV table (0.1 mV, evenly spaced 0..100 %), e.g. the
+        board file's OCV_TABLE; None = the table in force for the chemistry (bms.ocv). An
+        invalid table falls back to the built-in one: table_rejected, EV_CONFIG_REJECT a=-1."""
         self.cfg = cfg
         self.events = events
         self.chem = cfg.chemistry
+        self.table_rejected = False
+        try:
+            self.table = ocv.Table(cfg.chemistry, ocv_table)
+        except ValueError:
+            # a bad board table must not stop the BMS: the generic one, and say so
+            self.table = ocv.Table(cfg.chemistry)
+            self.table_rejected = True
+            events.add(0, EV_CONFIG_REJECT, -1, 0)
         self.nominal_mah = float(cfg.capacity_mah)
         # Published values
         self.soc_pct = 50.0
         self.soc_err_pct = 100.0
         self.capacity_mah = self.nominal_mah
+        self.cap_err_pct = _CAP_UNC0
         self.soh_pct = 100.0
         self.r_mohm = cfg.soc_r_cell_uohm / 1000.0  # per cell
         self.r_first_mohm = 0.0  # 0 = resistance not learnt yet
@@ -82,6 +110,7 @@ class Estimator:
         self.offset_learnt = False
         self.current_ma = 0.0  # offset-corrected mean current of the last update
         self.synced = False  # at least one full or empty sync since the state was created
+        self.hyst = 0.0  # hysteresis state: -1 discharge branch .. +1 charge branch
         # SOC internals
         self._soc = 0.5
         self._acc_mah = 0.0  # charge not yet moved into _soc / _net_mah
@@ -92,6 +121,21 @@ class Estimator:
         self._full_t0 = -1
         self._empty_t0 = -1
         self._dir = 0  # +1 last significant current was charging, -1 discharging
+        # uncertainty since the last anchor
+        self._sig_a = 100.0  # sigma at the anchor, %
+        self._a_net = 0.0  # net mAh since (weighted x2 outside 10-40 degC)
+        self._a_chg = 0.0  # charged mAh since (weighted)
+        self._a_s = 0.0  # seconds since (weighted)
+        # top of charge
+        self._top_i = 0.0  # charging current at the last update at the top (0 = not at top)
+        self._top_mv = 0.0
+        self._top_seen = False  # this charge reached the top
+        self._top_off_ms = -1  # when the voltage left the top while charging on
+        self._chg_ms = 0  # how long the current has been charging without a break
+        self._cv_i0 = 0.0  # current when the top was reached
+        self._cv_q = 0.0  # mAh charged at the top
+        self.cv_tau_s = _CV_TAU_S[cfg.chemistry]  # CV time constant: learnt, persisted
+        self._tau_n = 0
         # lifetime totals: int part + float remainder
         self._chg_ah = 0
         self._dsg_ah = 0
@@ -104,14 +148,23 @@ class Estimator:
         # rest detection
         self._last_ms = None
         self._rest_ms = 0
-        self._rest_done = False
+        self._rest_stage = 0  # 0 none yet, 1 early reading done, 2 settled reading done
+        self._rest_next_ms = 0  # rest time of the next early try
+        self._rb_soc = 0.0  # prior before this rest's first reading
+        self._rb_sig = 0.0
+        self._rb_net = 0.0
+        self._net_run = 0.0  # running net mAh (never reset; for re-blending)
         self._vf = 0.0  # filtered mean cell voltage, mV
         self._vf_ok = False
+        self._v_rest0 = 0.0  # mean cell voltage when the rest began
         self._win_ms = 0
         self._win_v = 0.0
         self._dvdt = 1e9  # uV/s over the last window
-        # capacity reference
-        self._refs = []  # capacity reference points [soc, sigma %, net mAh, ms]
+        # empty refinement
+        self._empty_open = False  # discharge still going after an empty anchor
+        self._empty_vmin = 0.0
+        # capacity references: soc, sigma %, net mAh relative to the newest, ms
+        self._refs = []
         self.cap_updates = 0
         # resistance
         self._i_prev = None
@@ -129,24 +182,20 @@ class Estimator:
         """Initial guess (OCV at boot, or persisted): sets SOC without counting it as a sync."""
         self._soc = _clamp(float(pct), 0.0, 100.0) / 100.0
         self._acc_mah = 0.0
-        self.soc_err_pct = _clamp(float(err_pct), _ERR_MIN, 100.0)
-        self._p00 = (self.soc_err_pct / 100.0) ** 2
+        self._restart_sigma(_clamp(float(err_pct), _ERR_MIN, 100.0))
         self._publish()
 
     def init_from_ocv(self, snap, now_ms):
-        """Boot guess from the mean cell voltage where the OCV curve is informative.
-
-        Returns True when used. Elsewhere (LFP plateau) the caller keeps the persisted SOC.
-        """
+        """Boot guess from the mean cell voltage, weighted like any reading (not rested:
+        hysteresis unknown, relaxation up to 20 mV). Returns True when it is worth a guess
+        (sigma <= 10 %); elsewhere (LFP plateau) the caller decides."""
         if not snap.flags & FLAG_CELLS_VALID:
             return False
         v = snap.cell_sum_mv / snap.n_cells
-        soc = ocv.soc_from_mv(self.chem, v)
-        slope = ocv.min_slope_mv_pct(self.chem, soc)
-        if slope * 1000.0 < self.cfg.soc_slope_min_uv:
+        z, sz = self.table.reading(v, 0.0, self.table.hyst_mv * 0.5 + 20.0)
+        if sz > 10.0:
             return False
-        sig = self._ocv_sigma_pct(slope) * 2.0  # not rested: wider
-        self.set_soc(soc * 100.0, now_ms, sig)
+        self.set_soc(z * 100.0, now_ms, sz)
         return True
 
     def update(self, snap, now_ms):
@@ -173,8 +222,11 @@ class Estimator:
             self._count(i, dt_s, snap, temp_c)
         if i > cfg.soc_rest_ma:
             self._dir = 1
-        elif i < -cfg.soc_rest_ma:
-            self._dir = -1
+            self._chg_ms += dt_ms
+        else:
+            self._chg_ms = 0
+            if i < -cfg.soc_rest_ma:
+                self._dir = -1
         if cells_ok:
             v_mean = snap.cell_sum_mv / snap.n_cells
             self._track_rest(i, v_mean, now_ms, dt_ms)
@@ -182,9 +234,9 @@ class Estimator:
                 self._learn_r(snap, v_mean, temp_c)
                 if cfg.soc_ekf:
                     self._ekf(i, n * 0.25, v_mean, temp_c)
-            self._check_full(snap, i, now_ms)
+            self._check_full(snap, v_mean, i, now_ms, n * 0.25)
             self._check_empty(snap, i, now_ms)
-            self._check_rest(now_ms, temp_c)
+            self._check_rest(i, now_ms, temp_c)
         else:
             self._full_t0 = -1
             self._empty_t0 = -1
@@ -195,23 +247,21 @@ class Estimator:
         dq = i * dt_s / 3600.0  # mAh
         v_pack = snap.pack_mv if snap.pack_mv > 0 else snap.cell_sum_mv
         dwh = dq * v_pack / 1.0e6
+        w = 2.0 if temp_c < 10.0 or temp_c > 40.0 else 1.0
+        cap = self.capacity_mah
         if dq > 0:
             self._chg_r += dq
             self._chgw_r += dwh
+            self._a_chg += dq * w
             dq *= self.cfg.soc_chg_eff_permille / 1000.0
+            self.hyst += (1.0 - self.hyst) * _clamp(dq / (_HYST_Q * cap), 0.0, 1.0)
         elif dq < 0:
             self._dsg_r -= dq
             self._dsgw_r -= dwh
+            self.hyst += (-1.0 - self.hyst) * _clamp(-dq / (_HYST_Q * cap), 0.0, 1.0)
         self._acc_mah += dq
-        # uncertainty growth: offset over time, gain/capacity over throughput
-        cap = self.capacity_mah
-        cfg = self.cfg
-        off_unc = cfg.soc_deadband_ma if self.offset_learnt else cfg.soc_offset_max_ma / 4
-        growth = (abs(dq) * (_GAIN_UNC + self._cap_unc()) + off_unc * dt_s / 3600.0) / cap * 100.0
-        if temp_c < 10.0 or temp_c > 40.0:
-            growth *= 2.0
-        self.soc_err_pct = min(100.0, self.soc_err_pct + growth)
-        # move accumulated charge in chunks (32-bit float precision)
+        self._a_net += dq * w
+        self._a_s += dt_s * w
         if abs(self._acc_mah) >= cap * 0.0005:
             self._move_acc()
         if self._chg_r >= 1000.0:
@@ -235,6 +285,7 @@ class Estimator:
         q = self._acc_mah
         self._acc_mah = 0.0
         self._net_mah += q
+        self._net_run += q
         soc = self._soc + q / self.capacity_mah
         hi = 1.0 if self._full_latch else _CC_CAP_HI
         lo = 0.0 if self._empty_latch else _CC_CAP_LO
@@ -244,8 +295,30 @@ class Estimator:
             soc = min(lo, self._soc)
         self._soc = _clamp(soc, 0.0, 1.0)
 
-    def _cap_unc(self):
-        return 0.02 if self.synced else 0.05
+    def _off_unc_ma(self):
+        cfg = self.cfg
+        if self.offset_learnt:
+            return cfg.soc_deadband_ma + cfg.soc_offset_max_ma / 10.0
+        return cfg.soc_offset_max_ma / 3.0
+
+    def _sigma(self):
+        """1-sigma SOC uncertainty (%) now: the anchor's, grown by what happened since."""
+        cap = self.capacity_mah
+        gc = math.sqrt(_GAIN_UNC * _GAIN_UNC + (self.cap_err_pct / 100.0) ** 2)
+        e_net = gc * self._a_net / cap * 100.0
+        e_off = self._off_unc_ma() * self._a_s / 3600.0 / cap * 100.0
+        e_eff = _EFF_UNC * self._a_chg / cap * 100.0
+        s = math.sqrt(self._sig_a * self._sig_a + e_net * e_net + e_off * e_off + e_eff * e_eff)
+        return _clamp(s, _ERR_MIN, 100.0)
+
+    def _restart_sigma(self, sig):
+        self._sig_a = sig
+        self._a_net = 0.0
+        self._a_chg = 0.0
+        self._a_s = 0.0
+        self.soc_err_pct = sig
+        self._p00 = (sig / 100.0) ** 2
+        self._p01 = 0.0
 
     def _learn_offset(self, snap, i_meas, dt_s):
         """Zero-current offset: both FETs open (true current 0), or a long quiet rest."""
@@ -267,54 +340,158 @@ class Estimator:
         self.offset_learnt = True
 
     # ------------------------------------------------------------------ anchors
-    def _check_full(self, snap, i, now_ms):
+    def _full_value(self, v_mv, i_ma):
+        """SOC when a charge ends at the top: where a CV phase at v_mv would converge (the
+        table at v_mv, charge branch), minus what it would still put in from current i_ma:
+        i_ma x the CV time constant (learnt from the pack's own CV phases)."""
+        z, sz = self.table.reading(v_mv, 1.0, 2.0)
+        rem = i_ma * self.cv_tau_s / 3600.0 / self.capacity_mah  # fraction
+        sr = rem * 100.0 * (0.3 if self._tau_n else 0.5)
+        return z - rem, math.sqrt(sz * sz + sr * sr)
+
+    def _check_full(self, snap, v_mean, i, now_ms, dt_s):
         cfg = self.cfg
+        top = snap.cell_max_mv >= cfg.soc_full_mv
+        if self._full_latch:
+            self._top_seen = False
+        elif i > cfg.soc_rest_ma:
+            if top and self._chg_ms >= 60000:  # not a short (regenerative) charge pulse
+                self._top_off_ms = -1
+                if not self._top_seen:
+                    self._top_seen = True
+                    self._cv_i0 = i
+                    self._cv_q = 0.0
+                    self._top_i = i
+                self._cv_q += i * dt_s / 3600.0
+                if i <= self._top_i:
+                    self._top_i = i  # the lowest charging current seen at the top
+                    self._top_mv = v_mean
+            elif self._top_seen and i > cfg.soc_tail_ma:
+                if self._top_off_ms < 0:
+                    self._top_off_ms = now_ms
+                elif now_ms - self._top_off_ms > 120000:
+                    self._learn_tau()
+                    self._top_seen = False  # charging on below the top: not the end
+        elif self._top_seen:
+            # the charge ended after reaching the top: charger done, inverter stopped at CVL,
+            # drop to float, PV gone. The current at the top says how full the cell is.
+            self._learn_tau()
+            self._top_seen = False
+            z, sz = self._full_value(self._top_mv, self._top_i)
+            if self._top_i <= cfg.soc_tail_ma or z >= 0.985:
+                self._full(self._top_mv, self._top_i, now_ms)
+            else:
+                self._blend(z, sz, now_ms, SYNC_TOP, False)
+            return
         if (
-            snap.cell_max_mv >= cfg.soc_full_mv
-            and -cfg.soc_deadband_ma <= i < cfg.soc_tail_ma
+            top
+            and -cfg.soc_deadband_ma <= i <= cfg.soc_tail_ma
             and self._dir > 0
             and not self._full_latch
         ):
             if self._full_t0 < 0:
                 self._full_t0 = now_ms
             elif now_ms - self._full_t0 >= cfg.soc_full_hold_ms:
-                self._full_t0 = -1
-                self._full_latch = True
-                self._empty_latch = False
-                self._anchor(1.0, _ERR_FULL, now_ms, SYNC_FULL)
+                self._learn_tau()
+                self._full(v_mean, max(i, 0.0), now_ms)
         else:
             self._full_t0 = -1
 
+    def _learn_tau(self):
+        """A CV phase (current falling to a third or less while the voltage stays at the top)
+        gives its time constant: for an exponential decay, charge in = tau x (I0 - I1)."""
+        i0 = self._cv_i0
+        i1 = self._top_i
+        if self._top_seen and i1 > 0.0 and i0 >= 3.0 * i1 and self._cv_q > 0.0:
+            tau = _clamp(self._cv_q * 3600.0 / (i0 - i1), 10.0, 7200.0)
+            self.cv_tau_s += (tau - self.cv_tau_s) * (0.5 if self._tau_n < 3 else 0.2)
+            self._tau_n += 1
+        self._cv_i0 = 0.0
+
+    def _full(self, v_mv, i_ma, now_ms):
+        self._full_t0 = -1
+        self._top_seen = False
+        z, sz = self._full_value(v_mv, i_ma)
+        self._full_latch = True
+        self._empty_latch = False
+        self._empty_open = False
+        self._anchor(z, sz, now_ms, SYNC_FULL)
+
     def _check_empty(self, snap, i, now_ms):
         cfg = self.cfg
-        if i >= -cfg.soc_deadband_ma or self._empty_latch:
+        if i >= -cfg.soc_deadband_ma:
             self._empty_t0 = -1
+            self._empty_open = False
             return
         v_comp = snap.cell_min_mv - i * self.r_mohm / 1000.0  # i < 0: adds the IR drop back
-        if v_comp > cfg.soc_empty_mv:
+        if self._empty_open and v_comp < self._empty_vmin - 50.0:
+            self._empty_vmin = v_comp
+            z, sz = self._empty_reading(v_comp, i)
+            if z < self._soc:  # deeper: this reading replaces the last (same polarisation)
+                self._move_acc()
+                self._soc = z
+                self._restart_sigma(sz)
+            return
+        if self._empty_latch or v_comp > cfg.soc_empty_mv:
             self._empty_t0 = -1
             return
         if self._empty_t0 < 0:
             self._empty_t0 = now_ms
         elif now_ms - self._empty_t0 >= cfg.soc_empty_hold_ms:
             self._empty_t0 = -1
-            soc = ocv.soc_from_mv(self.chem, v_comp, ocv.BRANCH_DSG)
+            z, sz = self._empty_reading(v_comp, i)
             self._empty_latch = True
-            self._empty_soc = soc
+            self._empty_soc = z
             self._full_latch = False
-            self._anchor(soc, _ERR_EMPTY, now_ms, SYNC_EMPTY)
+            self._anchor(z, sz, now_ms, SYNC_EMPTY, False)
+            self._empty_open = True
+            self._empty_vmin = v_comp
 
-    def _anchor(self, soc, err, now_ms, kind):
+    def _empty_reading(self, v_comp, i):
+        """The cut-off under load: the IR-compensated voltage read on the discharge branch.
+        Diffusion polarisation at the end of a discharge is far larger than the 1 s IR (several
+        hundred mV at 0.3 C on some cells): the reading carries 30 % SOC per 1 C of load. Its
+        capacity reference comes from the rest that follows, not from this reading."""
+        ir = -i * self.r_mohm / 1000.0
+        z, sz = self.table.reading(v_comp, -1.0, math.sqrt(25.0 + (0.5 * ir) ** 2))
+        pol = -30.0 * i / self.capacity_mah
+        return z, math.sqrt(sz * sz + pol * pol)
+
+    def _anchor(self, soc, err, now_ms, kind, ref=True):
         self._move_acc()
-        self._soc = soc
-        self.soc_err_pct = err
-        self._p00 = (err / 100.0) ** 2
-        self._p01 = 0.0
+        self._soc = _clamp(soc, 0.0, 1.0)
+        self._restart_sigma(max(err, _ERR_MIN))
         self.synced = True
         self.last_sync_ms = now_ms
         self.last_sync_kind = kind
-        self.events.add(now_ms, EV_SOC_SYNC, kind, int(soc * 10000))
-        self._reference(soc, err, now_ms)
+        self.events.add(now_ms, EV_SOC_SYNC, kind, int(self._soc * 10000))
+        if ref:
+            self._reference(self._soc, err, now_ms)
+
+    def _blend(self, z, sz, now_ms, kind, ref):
+        """A reading z (fraction) with sigma sz (%): Kalman-weighted move, at most twice the
+        prior's sigma, dropped when the two disagree beyond 3 sigma. Returns the new sigma or
+        a negative number when dropped."""
+        self._move_acc()
+        sp = self._sigma()
+        d = (z - self._soc) * 100.0
+        tot = sp * sp + sz * sz
+        if d * d > 9.0 * tot:
+            return -1.0
+        k = sp * sp / tot
+        move = _clamp(k * d, -2.0 * sp, 2.0 * sp)
+        self._soc = _clamp(self._soc + move / 100.0, 0.0, 1.0)
+        post = math.sqrt(sp * sp * sz * sz / tot)
+        floor = min(sp, self.table.soc_sigma_pct(z))
+        if post < floor:
+            post = floor  # the table's systematic part does not average away
+        self._restart_sigma(max(post, _ERR_MIN))
+        self.last_sync_ms = now_ms
+        self.last_sync_kind = kind
+        self.events.add(now_ms, EV_SOC_SYNC, kind, int(self._soc * 10000))
+        if ref:
+            self._reference(self._soc, post, now_ms)
+        return post
 
     # ------------------------------------------------------------------ rest / OCV
     def _track_rest(self, i, v_mean, now_ms, dt_ms):
@@ -322,10 +499,12 @@ class Estimator:
             self._rest_ms += dt_ms
         else:
             self._rest_ms = 0
-            self._rest_done = False
+            self._rest_stage = 0
+            self._rest_next_ms = 0
             self._vf_ok = False
         if not self._vf_ok:
             self._vf = v_mean
+            self._v_rest0 = v_mean
             self._vf_ok = True
             self._win_ms = now_ms
             self._win_v = v_mean
@@ -338,84 +517,113 @@ class Estimator:
             self._win_ms = now_ms
             self._win_v = self._vf
 
-    def _ocv_sigma_pct(self, slope):
-        e = ocv.TABLE_ERR_MV[self.chem] + ocv.HYST_MV[self.chem] * 0.25 + 2.0
-        return e / slope
-
-    def _check_rest(self, now_ms, temp_c):
-        """OCV correction after a proper rest, only where the curve is steep.
-
-        Normal rule: rest >= soc_rest_ms and dV/dt < soc_rest_dvdt_uv_s. Where the curve is
-        so steep that even the relaxation still to come (dV/dt x 1 h) is worth <= 1 % SOC
-        (the ends of the LFP curve), a quarter of the rest time is enough.
-        """
+    def _check_rest(self, i, now_ms, temp_c):
+        """OCV reading in a rest: an early one (from 1 min; the relaxation still to come is in
+        its sigma: 30 mV until dV/dt is known, then dV/dt x half the rest time), taken only
+        when it would cut the uncertainty at least in half, retried every 5 min; then, once
+        settled (soc_rest_ms, dV/dt < soc_rest_dvdt_uv_s), again from the same prior (the
+        early reading is replaced, not counted twice)."""
         cfg = self.cfg
-        if self._rest_done or not 5.0 <= temp_c <= 45.0 or self._dvdt > 1e8:
+        if self._rest_stage >= 2 or not 0.0 <= temp_c <= 50.0 or self._rest_ms < 60000:
+            return
+        if self._full_latch and self._soc >= 0.99:
             return
         need = cfg.soc_rest_ms * (2 if temp_c < 10.0 else 1)
-        if self._rest_ms < need // 4:
-            return
-        soc_o = ocv.soc_from_mv(self.chem, self._vf, self._dir)
-        slope = ocv.min_slope_mv_pct(self.chem, soc_o)
-        if slope * 1000.0 < cfg.soc_slope_min_uv:
-            return  # flat part of the curve: voltage says nothing useful
-        sig = self._ocv_sigma_pct(slope)
         settled = self._rest_ms >= need and self._dvdt <= cfg.soc_rest_dvdt_uv_s
-        if not settled:
-            sig += self._dvdt * 3.6e-3 / slope  # uV/s * 3600 s -> mV, / (mV per %)
-            if sig > 1.0:
-                return
-        self._rest_done = True
-        self._move_acc()
-        err = self.soc_err_pct
-        k = err * err / (err * err + sig * sig)
-        self._soc = _clamp(self._soc + k * (soc_o - self._soc), 0.0, 1.0)
-        var = err * err * sig * sig / (err * err + sig * sig)
-        self.soc_err_pct = max(_ERR_MIN, math.sqrt(var))
-        self._p00 = (self.soc_err_pct / 100.0) ** 2
-        self.last_sync_ms = now_ms
-        self.last_sync_kind = SYNC_REST
-        self.events.add(now_ms, EV_SOC_SYNC, SYNC_REST, int(self._soc * 10000))
-        if sig <= 3.0 and 10.0 <= temp_c <= 45.0:
-            self._reference(soc_o, sig, now_ms)
+        if not settled and (self._rest_stage == 1 or self._rest_ms < self._rest_next_ms):
+            return
+        self._rest_next_ms = self._rest_ms + 300000
+        t = self.table
+        ir = i * self.r_mohm / 1000.0  # a "rest" may carry a small load: take its IR out
+        h = t.hyst_mv * 0.5
+        if self._dvdt > 1e8:  # dV/dt not known yet: twice what it relaxed so far, >= 30 mV
+            relax = max(30.0, 2.0 * abs(self._vf - self._v_rest0))
+        else:
+            relax = self._dvdt * cfg.soc_rest_ms / 2.0e6  # uV/s x (rest time / 2) -> mV
+            if not settled and self._rest_ms < need // 4 and relax < 10.0:
+                relax = 10.0
+        extra = math.sqrt(
+            (h * (1.0 - abs(self.hyst)) + 0.3 * h) ** 2
+            + relax * relax
+            + (0.5 * ir) ** 2
+            + (0.3 * (temp_c - 25.0)) ** 2
+            + 1.0
+        )
+        z, sz = t.reading(self._vf - ir, self.hyst, extra)
+        if self._rest_stage == 1:
+            # settled: replace the early reading, starting again from the prior before it
+            self._move_acc()
+            self._soc = _clamp(self._rb_soc + (self._net_run - self._rb_net) / self.capacity_mah,
+                               0.0, 1.0)
+            self._restart_sigma(self._rb_sig)
+        else:
+            self._move_acc()
+            sp = self._sigma()
+            if not settled and sz >= 0.5 * sp:
+                return  # worth little now: try again later
+            self._rb_soc = self._soc
+            self._rb_sig = sp
+            self._rb_net = self._net_run
+        self._rest_stage = 2 if settled else 1
+        ref = sz <= _REF_SIG_MAX and 10.0 <= temp_c <= 45.0
+        self._blend(z, sz, now_ms, SYNC_REST, ref)
 
     # ------------------------------------------------------------------ SOH
     def _reference(self, soc_ref, sig_pct, now_ms):
         """A trustworthy SOC point (sig_pct: its uncertainty): learn capacity from the charge
         passed since the best of the last few reference points (largest span for its
-        uncertainty, span >= soc_cap_min_dsoc_pct). The gain is weighted by the span and by
-        how uncertain the span is; each step is bounded to soc_cap_step_pct of nominal."""
+        uncertainty, span >= soc_cap_min_dsoc_pct), as a Kalman update of the capacity and its
+        uncertainty; each step is bounded to soc_cap_step_pct of nominal."""
         self._move_acc()
         net = self._net_mah
-        refs = [r for r in self._refs if now_ms - r[3] <= _REF_MAX_AGE_MS]
+        cfg = self.cfg
+        refs = self._refs
+        k = 0
+        while k < len(refs):
+            if now_ms - refs[k][3] > _REF_MAX_AGE_MS:
+                refs.pop(k)
+            else:
+                k += 1
         best = None
         best_q = 0.0
         for r in refs:
             dsoc = soc_ref - r[0]
             dq = net - r[2]
-            if abs(dsoc) * 100.0 < self.cfg.soc_cap_min_dsoc_pct or dq * dsoc <= 0:
+            if abs(dsoc) * 100.0 < cfg.soc_cap_min_dsoc_pct or dq * dsoc <= 0:
                 continue
-            quality = abs(dsoc) * 100.0 / (sig_pct + r[1])
+            # offset over the time between the two points adds to the span's uncertainty
+            e_off = self._off_unc_ma() * (now_ms - r[3]) / 3.6e6 / self.capacity_mah * 100.0
+            sig = math.sqrt(sig_pct * sig_pct + r[1] * r[1] + e_off * e_off)
+            quality = abs(dsoc) * 100.0 / sig
             if quality > best_q:
                 best_q = quality
-                best = (dsoc, dq, r[1])
+                best = (dsoc, dq, sig)
         if best is not None:
-            dsoc, dq, sig0 = best
+            dsoc, dq, sig = best
             q_new = dq / dsoc
             nom = self.nominal_mah
-            if 0.5 * nom <= q_new <= 1.3 * nom:
-                rel = (sig_pct + sig0) / (abs(dsoc) * 100.0) / 0.02
-                gain = abs(dsoc) / (1.0 + rel * rel)
-                lim = nom * self.cfg.soc_cap_step_pct / 100.0
-                self.capacity_mah += _clamp(gain * (q_new - self.capacity_mah), -lim, lim)
-                self.cap_updates += 1
+            cap = self.capacity_mah
+            if 0.5 * nom <= q_new <= 1.3 * nom and sig / abs(dsoc) <= _CAP_REL_MAX:
+                vc = (self.cap_err_pct / 100.0 * cap) ** 2
+                rel = sig / (abs(dsoc) * 100.0)
+                vm = (rel * q_new) ** 2 + (0.005 * q_new) ** 2
+                if (q_new - cap) ** 2 <= 9.0 * (vc + vm):
+                    gain = vc / (vc + vm)
+                    lim = nom * cfg.soc_cap_step_pct / 100.0
+                    step = gain * (q_new - cap)
+                    done = _clamp(step, -lim, lim)
+                    self.capacity_mah = cap + done
+                    # a bounded step leaves the rest of the way uncertain
+                    post = math.sqrt(vc * vm / (vc + vm) + (step - done) ** 2)
+                    post = post / self.capacity_mah * 100.0
+                    self.cap_err_pct = max(_CAP_UNC_MIN, post)
+                    self.cap_updates += 1
         # keep the charge counter relative to the newest reference (float precision)
         for r in refs:
             r[2] -= net
         refs.append([soc_ref, sig_pct, 0.0, now_ms])
-        if len(refs) > 3:
+        if len(refs) > _NREF:
             refs.pop(0)
-        self._refs = refs
         self._net_mah = 0.0
 
     def _learn_r(self, snap, v_mean, temp_c):
@@ -442,7 +650,9 @@ class Estimator:
 
     # ------------------------------------------------------------------ EKF
     def _ekf(self, i, dt_s, v_mean, temp_c):
-        """1RC extended Kalman filter on the mean cell; SOC predicted by counting (done)."""
+        """1RC extended Kalman filter on the mean cell (soc_ekf = 1); SOC predicted by
+        counting. Its measurement noise includes the table's uncertainty, and it never
+        lowers the SOC uncertainty below the table's SOC-axis sigma."""
         r0 = self.r_mohm * 0.7
         if temp_c < 25.0:
             r0 *= math.exp(3000.0 * (1.0 / (temp_c + 273.15) - 1.0 / 298.15))
@@ -457,14 +667,15 @@ class Estimator:
         self._p00 = p00
         self._p01 = p01
         self._p11 = p11
+        t = self.table
         soc = self._soc + self._acc_mah / cap
-        slope = ocv.slope_mv_pct(self.chem, soc)
+        slope = t.slope(soc)
         if slope * 1000.0 < self.cfg.soc_slope_min_uv:
             return
         h0 = slope * 100.0  # mV per unit SOC
-        v_pred = ocv.mv_from_soc(self.chem, soc) + self._v1 + i * r0 / 1000.0
+        v_pred = t.mv(soc, self.hyst) + self._v1 + i * r0 / 1000.0
         y = v_mean - v_pred
-        r_meas = 15.0 * 15.0
+        r_meas = 15.0 * 15.0 + t.sig_mv * t.sig_mv
         s = h0 * h0 * p00 + 2.0 * h0 * p01 + p11 + r_meas
         k0 = (p00 * h0 + p01) / s
         k1 = (p01 * h0 + p11) / s
@@ -475,11 +686,12 @@ class Estimator:
         self._p00 = p00 - k0 * (h0 * p00 + p01)
         self._p01 = p01 - k0 * (h0 * p01 + p11)
         self._p11 = p11 - k1 * (h0 * p01 + p11)
-        if self._p00 < 1e-8:
-            self._p00 = 1e-8
-        e = max(1.0, 300.0 * math.sqrt(self._p00))
-        if e < self.soc_err_pct:
-            self.soc_err_pct = e
+        floor = (t.soc_sigma_pct(soc) / 100.0) ** 2
+        if self._p00 < floor:
+            self._p00 = floor
+        e = 100.0 * math.sqrt(self._p00)
+        if e < self._sigma():
+            self._restart_sigma(e)
 
     # ------------------------------------------------------------------ helpers
     def _temp_c(self, snap):
@@ -496,6 +708,7 @@ class Estimator:
             self._empty_latch = False
         cap = self.capacity_mah
         self.soc_pct = _clamp((self._soc + self._acc_mah / cap) * 100.0, 0.0, 100.0)
+        self.soc_err_pct = self._sigma()
         self.soh_pct = cap / self.nominal_mah * 100.0
         if self.r_first_mohm > 0.0:
             self.r_trend = self.r_mohm / self.r_first_mohm
@@ -515,6 +728,7 @@ class Estimator:
             "soc": self._soc * 100.0,
             "err": self.soc_err_pct,
             "cap": self.capacity_mah,
+            "capu": self.cap_err_pct,
             "r": self.r_mohm,
             "r0": self.r_first_mohm,
             "rn": self.r_count,
@@ -523,13 +737,17 @@ class Estimator:
             "sync": 1 if self.synced else 0,
             "full": 1 if self._full_latch else 0,
             "empty": 1 if self._empty_latch else 0,
+            "hyst": self.hyst,
+            "tau": self.cv_tau_s,
+            "taun": self._tau_n,
             "tot": [self._chg_ah, self._chg_r, self._dsg_ah, self._dsg_r,
                     self._chg_wh, self._chgw_r, self._dsg_wh, self._dsgw_r],
         }
 
     def load_state(self, d):
-        """Restore a state_dict(). Raises ValueError (and changes nothing) on bad data."""
-        if not isinstance(d, dict) or d.get("v") != STATE_VERSION:
+        """Restore a state_dict() (this version or version 1). Raises ValueError (and changes
+        nothing) on bad data."""
+        if not isinstance(d, dict) or d.get("v") not in (1, STATE_VERSION):
             raise ValueError("state version")
         if d.get("chem") != self.chem:
             raise ValueError("state chemistry")
@@ -542,6 +760,16 @@ class Estimator:
         rn = int(_num(d, "rn", 0, 1 << 30))
         off = _num(d, "off", -self.cfg.soc_offset_max_ma, self.cfg.soc_offset_max_ma)
         flags = [_num(d, k, 0, 1) for k in ("offl", "sync", "full", "empty")]
+        if d["v"] >= 2:
+            capu = _num(d, "capu", 0.0, 100.0)
+            hyst = _num(d, "hyst", -1.0, 1.0)
+            tau = _num(d, "tau", 10.0, 7200.0)
+            taun = int(_num(d, "taun", 0, 1 << 30))
+        else:
+            tau = self.cv_tau_s
+            taun = 0
+            capu = 2.0 if flags[1] else _CAP_UNC0
+            hyst = 0.0
         tot = d.get("tot")
         if not isinstance(tot, list) or len(tot) != 8:
             raise ValueError("state tot")
@@ -562,9 +790,9 @@ class Estimator:
         # all valid: apply
         self._soc = soc / 100.0
         self._acc_mah = 0.0
-        self.soc_err_pct = max(err, _ERR_MIN)
-        self._p00 = (self.soc_err_pct / 100.0) ** 2
+        self._restart_sigma(max(err, _ERR_MIN))
         self.capacity_mah = cap
+        self.cap_err_pct = max(capu, _CAP_UNC_MIN)
         self.r_mohm = r
         self.r_first_mohm = r0
         self.r_count = rn
@@ -573,6 +801,9 @@ class Estimator:
         self.synced = bool(flags[1])
         self._full_latch = bool(flags[2])
         self._empty_latch = bool(flags[3])
+        self.hyst = float(hyst)
+        self.cv_tau_s = float(tau)
+        self._tau_n = taun
         (self._chg_ah, self._chg_r, self._dsg_ah, self._dsg_r,
          self._chg_wh, self._chgw_r, self._dsg_wh, self._dsgw_r) = vals
         self._refs = []  # charge during the power-off is unknown: no capacity reference

@@ -3,15 +3,23 @@
 # Each table is the cell OCV in 0.1 mV at evenly spaced SOC points from 0 to 100 %.
 # Look-ups interpolate piecewise-linearly (binary search). All tables strictly increase.
 #
-# Sources (facts, resampled; see the README, "SOC and SOH estimation"):
+# Built-in ("generic") tables: measured curves of OTHER cells than yours (sources below). A
+# generic table is worth less than the cell's own: every voltage reading taken through it
+# carries the table's uncertainty (GENERIC_SIGMA, derived from how far measured tables of
+# different cells of one chemistry lie apart; README "OCV tables and their uncertainty").
+# The cell's own table (measured on the pack's cells) is installed from the board file
+# (`OCV_TABLE`, passed to the estimator) or with set_table(), and carries OWN_SIGMA.
+#
+# Sources (facts, resampled):
 #   lfp: Lithium Werks APR18650M1B, mean of the C/32 charge and discharge pseudo-OCV curves,
 #        81 points (Sunil, Pattipati, Balasingam, IEEE TIM 2025; data
 #        soorajsunil/Piecewise-Battery-OCV, MIT). It lies between the hysteresis branches.
 #   nmc: LG INR21700-M50T, mean pseudo-OCV, 81 points (same source, MIT).
 #   lto: generic LTO/NMC cell, 11 points, approximate (no measured curve in the project):
-#        treat it as untrusted, TABLE_ERR_MV is large.
-# No measured branch tables of the same cell are available, so the charge/discharge branches
-# are modelled as the mean curve shifted by +/- HYST_MV / 2 (measured LFP: 5-25 mV apart).
+#        treat it as untrusted, its uncertainty is large.
+# The charge/discharge branches are modelled as the mean curve shifted by +/- HYST_MV / 2
+# (measured LFP: 5-25 mV apart), weighted by a hysteresis state b in -1..+1 that the
+# estimator tracks (one-state model: b follows the sign of the current over a few % SOC).
 from micropython import const
 
 
@@ -41,26 +49,53 @@ NMC = (
 
 LTO = (19000, 21500, 22200, 22600, 22900, 23200, 23500, 23900, 24400, 25000, 26500)
 
-TABLES = {"lfp": LFP, "nmc": NMC, "lto": LTO}
+BUILTIN = {"lfp": LFP, "nmc": NMC, "lto": LTO}
+TABLES = dict(BUILTIN)  # in force per chemistry (set_table() replaces one)
+OWN = {}  # chemistry -> True once set_table() installed the cell's own table
 # Full width between the rested charge and discharge branches (mV).
 HYST_MV = {"lfp": 20.0, "nmc": 4.0, "lto": 10.0}
-# How far the table may be from the real cell (different lot/cell, temperature), mV.
-TABLE_ERR_MV = {"lfp": 10.0, "nmc": 10.0, "lto": 30.0}
+# Uncertainty of a table, 1 sigma: (mV along the voltage axis, % along the SOC axis).
+# Generic tables, from the spread between measured and model tables of different cells of
+# the chemistry (LFP: APR18650M1B vs the CALCE A123 charge branch and the Prada2013 model
+# cell, 27-70 mV apart on the plateau, 2-7 % apart in the low tail; NMC: LG M50T vs Samsung
+# 40T and the Chen2020 model cell, up to 35 mV / 3.7 % apart mid-range, < 1 % at the top).
+GENERIC_SIGMA = {"lfp": (35.0, 3.5), "nmc": (30.0, 2.5), "lto": (40.0, 5.0)}
+# The cell's own table: measurement and lot-to-lot spread of a careful C/20 or GITT test.
+OWN_SIGMA = (4.0, 0.7)
 
 BRANCH_MEAN = const(0)
 BRANCH_CHG = const(1)  # rested after charging: the cell sits above the mean curve
 BRANCH_DSG = const(-1)
 
 
-def set_table(chem, mv01):
-    """Install the OCV table of the actual cell (0.1 mV, evenly spaced 0..100 %)."""
-    t = tuple(int(x) for x in mv01)
-    if chem not in TABLES or len(t) < 11:
-        raise ValueError("OCV table: chemistry or length")
+def check_table(mv01):
+    """A valid table as a tuple of ints (0.1 mV, evenly spaced 0..100 %); ValueError if not."""
+    try:
+        t = tuple(int(x) for x in mv01)
+    except (TypeError, ValueError):
+        raise ValueError("OCV table: numbers in 0.1 mV expected") from None
+    if len(t) < 11 or len(t) > 201:
+        raise ValueError("OCV table: 11..201 points")
     for k in range(1, len(t)):
         if t[k] <= t[k - 1]:
             raise ValueError("OCV table must increase strictly")
-    TABLES[chem] = t
+    if t[0] < 10000 or t[-1] > 50000:
+        raise ValueError("OCV table: 1.0..5.0 V")
+    return t
+
+
+def set_table(chem, mv01):
+    """Install the OCV table of the actual cell (0.1 mV, evenly spaced 0..100 %)."""
+    if chem not in BUILTIN:
+        raise ValueError("OCV table: chemistry")
+    TABLES[chem] = check_table(mv01)
+    OWN[chem] = True
+
+
+def reset_tables():
+    """Back to the built-in generic tables (tests, bench)."""
+    TABLES.update(BUILTIN)
+    OWN.clear()
 
 
 def table(chem):
@@ -70,10 +105,60 @@ def table(chem):
     return t
 
 
-def mv_from_soc(chem, soc, branch=0):
-    """OCV in mV (float) at soc (fraction 0..1, clamped) on a branch (+1 chg, -1 dsg, 0 mean)."""
-    t = table(chem)
-    n = len(t) - 1
+class Table:
+    """One OCV table with its hysteresis width and uncertainty (the estimator owns one)."""
+
+    def __init__(self, chem, mv01=None):
+        if chem not in BUILTIN:
+            raise ValueError("no OCV table for chemistry")
+        if mv01 is not None:
+            self.t = check_table(mv01)
+            self.own = True
+        else:
+            self.t = TABLES[chem]
+            self.own = bool(OWN.get(chem))
+        self.n = len(self.t) - 1
+        self.hyst_mv = HYST_MV[chem]
+        self.sig_mv, self.sig_pct = OWN_SIGMA if self.own else GENERIC_SIGMA[chem]
+
+    def mv(self, soc, b=0.0):
+        """OCV in mV at soc (fraction, clamped) with hysteresis state b (-1 dsg .. +1 chg)."""
+        return _mv(self.t, self.n, soc) + b * self.hyst_mv * 0.5
+
+    def soc(self, mv, b=0.0):
+        """SOC (fraction) whose OCV with hysteresis state b is mv; clamped at the ends."""
+        return _soc(self.t, self.n, mv - b * self.hyst_mv * 0.5)
+
+    def slope(self, soc, span=0.025):
+        """dOCV/dSOC in mV per 1 % SOC, averaged over soc +/- span."""
+        return _slope(self.t, self.n, soc, span)
+
+    def soc_sigma_pct(self, z):
+        """The table's own SOC-axis uncertainty at z (smaller near full, where tables of
+        different cells meet at the charge voltage)."""
+        f = (1.0 - z) / 0.05
+        if f < 0.3:
+            f = 0.3
+        elif f > 1.0:
+            f = 1.0
+        return self.sig_pct * f
+
+    def reading(self, mv, b, extra_mv):
+        """SOC from a rested voltage: (z, sigma %). The voltage uncertainty (the table's,
+        plus extra_mv: hysteresis, relaxation, noise, temperature, IR) is mapped through the
+        table: z is the middle of the SOC interval of mv +/- 2 sigma_v, sigma its quarter,
+        so a flat part of the curve gives a wide interval and a reading worth little."""
+        sv = (self.sig_mv * self.sig_mv + extra_mv * extra_mv) ** 0.5
+        lo = self.soc(mv - 2.0 * sv, b)
+        hi = self.soc(mv + 2.0 * sv, b)
+        z = (lo + hi) * 0.5
+        sz = (hi - lo) * 25.0  # quarter of the interval, in %
+        ss = self.soc_sigma_pct(z)
+        si = 25.0 / self.n  # linear interpolation between points a quarter step off
+        return z, (sz * sz + ss * ss + si * si) ** 0.5
+
+
+def _mv(t, n, soc):
     if soc <= 0.0:
         v = t[0]
     elif soc >= 1.0:
@@ -83,16 +168,12 @@ def mv_from_soc(chem, soc, branch=0):
         i = int(x)
         if i >= n:
             i = n - 1
-        f = x - i
-        v = t[i] + (t[i + 1] - t[i]) * f
-    return v * 0.1 + branch * HYST_MV[chem] * 0.5
+        v = t[i] + (t[i + 1] - t[i]) * (x - i)
+    return v * 0.1
 
 
-def soc_from_mv(chem, mv, branch=0):
-    """SOC (fraction 0..1) whose OCV on the given branch is mv; clamped at the table ends."""
-    t = table(chem)
-    n = len(t) - 1
-    x = (mv - branch * HYST_MV[chem] * 0.5) * 10.0
+def _soc(t, n, mv):
+    x = mv * 10.0
     if x <= t[0]:
         return 0.0
     if x >= t[n]:
@@ -108,8 +189,7 @@ def soc_from_mv(chem, mv, branch=0):
     return (lo + (x - t[lo]) / (t[hi] - t[lo])) / n
 
 
-def slope_mv_pct(chem, soc, span=0.025):
-    """dOCV/dSOC in mV per 1 % SOC, averaged over soc +/- span (fraction)."""
+def _slope(t, n, soc, span):
     a = soc - span
     b = soc + span
     if a < 0.0:
@@ -118,11 +198,31 @@ def slope_mv_pct(chem, soc, span=0.025):
     if b > 1.0:
         b = 1.0
         a = 1.0 - 2 * span
-    return (mv_from_soc(chem, b) - mv_from_soc(chem, a)) / ((b - a) * 100.0)
+    return (_mv(t, n, b) - _mv(t, n, a)) / ((b - a) * 100.0)
+
+
+# Module-level look-ups on the table in force for a chemistry (kept for callers that have no
+# Table object: the app's boot guess, the simulator, tests).
+def mv_from_soc(chem, soc, branch=0):
+    """OCV in mV (float) at soc (fraction 0..1, clamped) on a branch (+1 chg, -1 dsg, 0 mean)."""
+    t = table(chem)
+    return _mv(t, len(t) - 1, soc) + branch * HYST_MV[chem] * 0.5
+
+
+def soc_from_mv(chem, mv, branch=0):
+    """SOC (fraction 0..1) whose OCV on the given branch is mv; clamped at the table ends."""
+    t = table(chem)
+    return _soc(t, len(t) - 1, mv - branch * HYST_MV[chem] * 0.5)
+
+
+def slope_mv_pct(chem, soc, span=0.025):
+    """dOCV/dSOC in mV per 1 % SOC, averaged over soc +/- span (fraction)."""
+    t = table(chem)
+    return _slope(t, len(t) - 1, soc, span)
 
 
 def min_slope_mv_pct(chem, soc, span=0.05):
-    """The smallest local slope within soc +/- span: a rest point must be steep all around."""
+    """The smallest local slope within soc +/- span."""
     s = slope_mv_pct(chem, soc)
     k = -span
     while k <= span + 1e-9:
