@@ -638,7 +638,7 @@ def _pack_text(bc, name, chemistry, cells, cap_mah, board):
     return txt
 
 
-_SYNC = ("?", "full", "empty", "ocv")
+_SYNC = ("?", "full", "empty", "ocv", "top")
 
 
 def _new_events(bms, seen):

@@ -81,7 +81,8 @@ class Bms:
             variant=b.AFE_VARIANT,
         )
         self.prot = Protection(cfg, self.events, temp_sample_ms=TEMP_SAMPLE_MS)
-        self.est = Estimator(cfg, self.events)
+        # the cell's own OCV table when the board file declares one (OCV_TABLE)
+        self.est = Estimator(cfg, self.events, getattr(b, "OCV_TABLE", None))
         self.bal = Balancer(cfg, self.afe.cell_groups)  # the chip's groups, from its driver
         # A board without the output pin has no heater/fan; with it, cfg.have_* decides.
         self.thermal = Thermal(
@@ -413,10 +414,8 @@ class Bms:
             # trust (the LFP plateau) it is still the best guess there is, but reported with a
             # wide uncertainty, so the limits ask for a full charge to synchronise.
             if not est.init_from_ocv(snap, now):
-                from bms import ocv
-
                 mv = snap.cell_sum_mv // snap.n_cells
-                est.set_soc(ocv.soc_from_mv(est.chem, mv) * 100.0, now, _PLATEAU_GUESS_ERR_PCT)
+                est.set_soc(est.table.soc(mv) * 100.0, now, _PLATEAU_GUESS_ERR_PCT)
             self._soc_pending = False
         est.update(snap, now)
         mask = self.bal.update(snap, prot, est, now)

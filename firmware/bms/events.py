@@ -21,7 +21,7 @@ EV_AFE_ERROR = const(10)  # a = consecutive errors, b = kind (1 bus, 2 CRC, 3 st
 EV_CONFIG = const(11)  # a = config field index, b = new value (int part)
 EV_CONFIG_REJECT = const(12)  # a = config field index, b = rejected value (int part)
 EV_TASK_ERROR = const(13)  # a = task index, b = restart count
-EV_SOC_SYNC = const(14)  # a = kind (1 full, 2 empty, 3 rest/OCV), b = SOC in 0.01 %
+EV_SOC_SYNC = const(14)  # a = kind (1 full, 2 empty, 3 rest/OCV, 4 stop at top), b = SOC 0.01 %
 EV_STORE = const(15)  # a = record kind, b = 1 saved, 2 fell back, 3 missing, 4 corrupt,
 #                       5 made for another pack identity (config, not applied)
 EV_SHIP = const(16)  # a = 0, b = 0
