@@ -10,7 +10,6 @@ from bms import faults as ft
 from bms import protection
 from bms.afe import (
     CFG_ERR,
-    TRIP_ALL,
     TRIP_DEVICE,
     TRIP_OCD,
     TRIP_OV,
@@ -852,6 +851,539 @@ def test_fault_events_carry_values():
     e = r.codes(ev.EV_FAULT_SET)[-1]
     assert e == (r.now, ev.EV_FAULT_SET, FAULT_NAMES.index("cell_ov"), 3712)
     assert r.codes(ev.EV_STATE)[-1][2:] == (STATE_NORMAL, STATE_FAULT)
+
+
+# --- time never stops: intermittent and unknown readings ------------------------------------
+
+UNKNOWN = protection.UNKNOWN
+BAD_MV = (5200, 300)  # implausible cell readings (outside 0.5..5 V): an open or shorted tap
+
+
+def flicker(r, n, bad, phase, idx=2, true=None):
+    """n cycles in which cell idx reads `bad` on 4 of every 5 cycles (the good one at
+    position `phase` of each 5) and `true` (default: its value now) on the others; the pack
+    voltage (a separate measurement) stays true. Yields after each cycle."""
+    s = r.snap
+    true = s.cell_mv[idx] if true is None else true
+    pack = s.pack_mv
+    for k in range(n):
+        s.cell_mv[idx] = true if k % 5 == phase else bad
+        s.pack_mv = pack
+        r.step()
+        yield k
+    s.cell_mv[idx] = true
+
+
+def first_step(r, pred, steps):
+    """Time of the first cycle (of the generator `steps`) after which pred() holds."""
+    for _ in steps:
+        if pred():
+            return r.now
+    raise AssertionError("condition not reached")
+
+
+def test_flicker_charge_fet_off_within_the_ov_delay():
+    """One cell implausible on 4 of 5 cycles while a cell (the flickering one, or another)
+    is above cell_ov_mv: the charge FET is off within cell_ov_delay_ms + one cycle of the
+    first reading above the limit, whatever the phase of the flicker."""
+    for bad in BAD_MV:
+        for high in (2, 0):  # the flickering cell itself is high, or another cell is
+            for phase in range(5):
+                r = Rig().boot()
+                p = r.p
+                r.set_cells(3700, high)
+                t0 = r.now + CYCLE  # the first reading above the limit
+                if high == 2 and phase != 0:
+                    t0 = r.now + CYCLE * (phase + 1)  # its first good (known) reading
+                t = first_step(r, lambda p=p: not p.chg_fet, flicker(r, 60, bad, phase))
+                assert t - t0 <= r.cfg.cell_ov_delay_ms + CYCLE, (bad, high, phase, t - t0)
+
+
+def test_flicker_cell_implausible_sets_within_its_delay():
+    """Quality faults are sticky: bad time accumulates (forgiven only after
+    release_delay_ms of good readings), so 4 bad readings of 5 still trip within the delay
+    + one cycle of the first bad reading."""
+    for bad in BAD_MV:
+        for phase in range(5):
+            r = Rig().boot()
+            p = r.p
+            t0 = r.now + CYCLE if phase else r.now + 2 * CYCLE  # the first bad reading
+            t = first_step(r, lambda p=p: p.faults & bit("cell_implausible"),
+                           flicker(r, 60, bad, phase))
+            assert t - t0 <= r.cfg.plaus_delay_ms + CYCLE, (bad, phase, t - t0)
+            assert not p.chg_fet and not p.dsg_fet
+
+
+def test_flicker_with_a_longer_plausibility_delay():
+    for phase in range(5):
+        r = Rig(plaus_delay_ms=4000).boot()
+        p = r.p
+        t0 = r.now + CYCLE if phase else r.now + 2 * CYCLE
+        t = first_step(r, lambda p=p: p.faults & bit("cell_implausible"),
+                       flicker(r, 80, 5200, phase))
+        assert t - t0 <= 4000 + CYCLE, (phase, t - t0)
+
+
+def test_flicker_deep_uv_latches_after_its_delay():
+    """A cell truly below cell_deep_uv_mv whose tap reads implausible on 4 cycles of 5:
+    deep_uv latches about cell_deep_uv_delay_ms after the first low reading (at the next
+    known reading after the delay), not 5 times later."""
+    for bad in BAD_MV:
+        for phase in range(5):
+            r = Rig().boot()
+            p = r.p
+            d = r.cfg.cell_deep_uv_delay_ms
+            t0 = r.now + CYCLE * (phase + 1)  # the first (known) low reading
+            t = first_step(r, lambda p=p: p.latched & bit("deep_uv"),
+                           flicker(r, 400, bad, phase, true=1900))
+            assert d - 4 * CYCLE <= t - t0 <= d + 5 * CYCLE, (bad, phase, t - t0)
+            e = r.codes(ev.EV_LATCH)[-1]
+            assert e[2] == FAULT_NAMES.index("deep_uv") and e[3] == 1900  # a known value
+
+
+def test_flicker_incomplete_flags_trip_afe_stale():
+    for missing in (FLAG_CELLS_VALID, FLAG_PACK_VALID, FLAG_CURRENT_VALID, FLAG_TEMPS_VALID):
+        for phase in range(5):
+            r = Rig().boot()
+            p = r.p
+            t0 = None
+            for k in range(60):
+                r.set_flags(ALL if k % 5 == phase else ALL & ~missing)
+                r.step()
+                if t0 is None and k % 5 != phase:
+                    t0 = r.now
+                if p.faults & bit("afe_stale"):
+                    break
+            assert p.faults & bit("afe_stale"), (missing, phase)
+            assert not p.chg_fet and not p.dsg_fet
+            assert r.now - t0 <= r.cfg.stale_ms + CYCLE, (missing, phase, r.now - t0)
+
+
+def test_afe_lost_for_10s_sets_no_cell_or_temperature_fault():
+    """An unknown value counts as out of limits, but when its timer expires while active
+    faults already hold open every FET it opens, the log names the cause only."""
+    r = Rig().boot()
+    p = r.p
+    r.step(40, ok=False)
+    assert p.faults == bit("afe_lost") and not p.chg_fet and not p.dsg_fet
+    assert [e[2] for e in r.codes(ev.EV_FAULT_SET)] == [FAULT_NAMES.index("afe_lost")]
+    steps_to(r, lambda: p.faults == 0)
+    assert p.chg_fet and p.dsg_fet and p.state == STATE_NORMAL
+    assert len(r.codes(ev.EV_FAULT_SET)) == 1
+    # likewise 10 s of refused reads (the AFE lost its configuration)
+    r.step(40, cfg_err=0x09)
+    assert p.faults == bit("afe_config") and not p.chg_fet and not p.dsg_fet
+    assert [e[2] for e in r.codes(ev.EV_FAULT_SET)][1:] == [FAULT_NAMES.index("afe_config")]
+
+
+def test_unknown_value_covered_by_the_plausibility_fault():
+    """plaus_delay_ms < cell_ov_delay_ms: the implausible cell opens both FETs first; cell
+    OV/UV (whose value is unknown) are not set on top of it."""
+    r = Rig().boot()
+    p = r.p
+    r.set_cells(5200, 1, pack=13200)
+    r.step(40)
+    assert p.faults == bit("cell_implausible"), fault_names(p.faults)
+    assert not p.latched
+    # an invalid thermistor: temp_sensor and the window share temp_delay_ms; one entry
+    r = Rig().boot()
+    r.set_temps(TEMP_INVALID_DC, 0)
+    r.step(40)
+    assert r.p.faults == bit("temp_sensor"), fault_names(r.p.faults)
+
+
+def test_unknown_value_not_covered_sets_with_value_unknown():
+    """plaus_delay_ms > cell_ov_delay_ms: cell OV and UV (their value unknown) set at their
+    own delay, logged with the value UNKNOWN; deep_uv never latches on an unknown value."""
+    for bad in BAD_MV:
+        r = Rig(plaus_delay_ms=3000).boot()
+        p = r.p
+        r.set_cells(bad, 1, pack=13200)
+        t0 = r.now + CYCLE
+        r.step(r.cfg.cell_ov_delay_ms // CYCLE)
+        assert p.faults == 0 and p.chg_fet and p.dsg_fet  # a FET already on may stay on
+        r.step()
+        assert r.now - t0 == r.cfg.cell_ov_delay_ms
+        assert p.faults == bit("cell_ov") | bit("cell_uv"), fault_names(p.faults)
+        assert not p.chg_fet and not p.dsg_fet
+        for name in ("cell_ov", "cell_uv"):
+            assert r.set_events(name)[-1] == (r.now, ev.EV_FAULT_SET,
+                                              FAULT_NAMES.index(name), UNKNOWN)
+        steps_to(r, lambda p=p: p.faults & bit("cell_implausible"))
+        assert r.now - t0 == 3000
+        r.step(80)  # 20 s: past cell_deep_uv_delay_ms
+        assert not p.latched
+        # a fault never clears on an unknown value
+        assert p.faults & bit("cell_ov") and p.faults & bit("cell_uv")
+
+
+def test_unknown_temperature_not_covered_sets_the_window_faults():
+    """A thermistor that is read but implausible: with temp_sensor slower than the window
+    faults (plaus_delay is not its delay: temp_delay_ms is shared), all of them set at once
+    here; the value is unknown so only temp_sensor carries a reading."""
+    r = Rig().boot()
+    p = r.p
+    r.set_temps(1400, 1)  # above +130 degC: an implausible (shorted) sensor
+    steps_to(r, lambda: p.faults)
+    assert p.faults & bit("temp_sensor")
+    assert not p.chg_fet and not p.dsg_fet
+    for name in ("chg_ot", "dsg_ot", "chg_ut", "dsg_ut"):
+        for e in r.set_events(name):
+            assert e[3] == UNKNOWN, (name, e)
+
+
+def test_no_fault_clears_on_an_unknown_value():
+    r = Rig().boot()
+    p = r.p
+    r.set_cells(3700, 0)
+    r.step(9)
+    assert p.faults == bit("cell_ov")
+    r.set_cells(3300, 0)  # truly back below the release level ...
+    r.set_flags(ALL & ~FLAG_CELLS_VALID)  # ... but the cells are not read
+    r.step(int(r.cfg.stale_ms // CYCLE) - 1)
+    assert p.faults & bit("cell_ov")
+    r.step(20, ok=False)  # nor while the AFE is lost
+    assert p.faults & bit("cell_ov")
+    r.set_cells(5200, 2, pack=13200)  # nor on an implausible cell
+    r.set_flags(ALL)
+    r.step(20)
+    assert p.faults & bit("cell_ov")
+    r.set_cells(3300, 2)
+    steps_to(r, lambda: not p.faults & bit("cell_ov"))
+
+
+def test_retry_fault_does_not_clear_on_an_unknown_current():
+    """dsg_oc holds while the current flows (a welded FET): at its retry time the current
+    must be known to be below the limit; a missing current reading or a failed read at that
+    moment must not let the discharge FET close into the over-current."""
+    for how in ("flag", "read"):
+        r = Rig().boot()
+        p = r.p
+        r.snap.current_ma = -110000
+        r.step(9)
+        assert p.faults & bit("dsg_oc") and not p.dsg_fet
+        t_set = r.now
+        while r.now - t_set < r.cfg.oc_retry_ms - CYCLE:
+            r.step()
+        # the retry time falls on a cycle without a current reading
+        if how == "flag":
+            r.set_flags(ALL & ~FLAG_CURRENT_VALID)
+            r.step()
+            r.set_flags(ALL)
+        else:
+            r.step(ok=False)
+        assert p.faults & bit("dsg_oc"), how  # never cleared on an unknown value
+        for _ in range(12):  # current known again, still far above the limit
+            r.step()
+            assert p.faults & bit("dsg_oc") and not p.dsg_fet, how
+        assert p.trips[FAULT_NAMES.index("dsg_oc")] == 1, how
+
+
+def test_retry_ack_is_not_lost_when_the_read_fails_at_the_retry_time():
+    """OCD/SCD are acknowledged at their retry time; bms.app delivers prot.ack only after a
+    read that succeeded. A failed read at that moment must not make the chip's still
+    reported trip count as a new short circuit (one short = one trip)."""
+    r = Rig(oc_retry_ms=5000).boot()
+    p = r.p
+    i = FAULT_NAMES.index("scd")
+    r.snap.trips |= TRIP_SCD
+    r.step()
+    assert p.faults & bit("scd") and p.trips[i] == 1
+    r.step(5000 // CYCLE - 1)
+    assert p.faults & bit("scd")
+    r.step(ok=False)  # the retry time, on a failed read
+    steps_to(r, lambda: p.faults == 0)
+    r.step(40)
+    assert p.trips[i] == 1, p.trips[i]
+    assert len(r.set_events("scd")) == 1
+    assert not r.snap.trips & TRIP_SCD  # the driver was told to clear it
+    assert p.chg_fet and p.dsg_fet
+
+
+# --- the closing gate ---------------------------------------------------------------------
+
+# Every kind of incompleteness: name -> (make it, undo it)
+INCOMPLETE = (
+    ("no CELLS flag", lambda r: r.set_flags(ALL & ~FLAG_CELLS_VALID), lambda r: r.set_flags(ALL)),
+    ("no PACK flag", lambda r: r.set_flags(ALL & ~FLAG_PACK_VALID), lambda r: r.set_flags(ALL)),
+    ("no CURRENT flag", lambda r: r.set_flags(ALL & ~FLAG_CURRENT_VALID),
+     lambda r: r.set_flags(ALL)),
+    ("no TEMPS flag", lambda r: r.set_flags(ALL & ~FLAG_TEMPS_VALID), lambda r: r.set_flags(ALL)),
+    ("implausible cell", lambda r: r.set_cells(5200, 1, pack=r.snap.pack_mv),
+     lambda r: r.set_cells(3300, 1, pack=r.snap.pack_mv)),
+    ("low implausible cell", lambda r: r.set_cells(300, 1, pack=r.snap.pack_mv),
+     lambda r: r.set_cells(3300, 1, pack=r.snap.pack_mv)),
+    ("invalid thermistor", lambda r: r.set_temps(TEMP_INVALID_DC, 1), lambda r: r.set_temps(250)),
+    ("implausible thermistor", lambda r: r.set_temps(1400, 0), lambda r: r.set_temps(250)),
+    ("sum mismatch", lambda r: setattr(r.snap, "pack_mv", r.snap.pack_mv + 1000),
+     lambda r: setattr(r.snap, "pack_mv", r.snap.pack_mv - 1000)),
+)
+
+
+def test_no_fet_closes_on_an_incomplete_reading_normal():
+    for name, make, undo in INCOMPLETE + (("cfg_err", None, None),):
+        for fet in ("chg", "dsg"):
+            r = Rig().boot()
+            p = r.p
+            setattr(p, fet + "_enable", False)
+            r.step()
+            assert not getattr(p, fet + "_fet")
+            setattr(p, fet + "_enable", True)  # allowed again, in an incomplete cycle
+            if make:
+                make(r)
+                r.step()
+            else:
+                r.step(cfg_err=0x09)
+            assert not p.good, name
+            assert not getattr(p, fet + "_fet"), (name, fet)
+            if make:
+                undo(r)
+                r.step()
+                assert p.good and getattr(p, fet + "_fet"), (name, fet)
+
+
+def test_no_body_diode_closing_on_an_incomplete_reading():
+    for name, make, undo in INCOMPLETE + (("cfg_err", None, None),):
+        for fet in ("chg", "dsg"):
+            r = Rig().boot()
+            p = r.p
+            if fet == "chg":
+                r.set_cells(3500, 0)
+                r.step(9)
+                r.set_cells(3700, 0)  # cell_ov (the hysteresis band first: no release)
+                cur = -2000  # a discharge: the charge FET's body diode conducts
+            else:
+                r.set_cells(2600, 0)
+                cur = 3000
+            r.step(9)
+            assert not getattr(p, fet + "_fet") and p.faults, (name, fet)
+            r.snap.current_ma = cur
+            if make:
+                make(r)
+                r.step()
+            else:
+                r.step(cfg_err=0x09)
+            assert not getattr(p, fet + "_fet"), (name, fet)
+            assert p.body_diode == 0
+            if make:
+                undo(r)
+                r.step()
+                assert p.good and getattr(p, fet + "_fet") and p.body_diode, (name, fet)
+
+
+def test_a_fet_already_on_stays_on_through_one_incomplete_cycle():
+    for name, make, undo in INCOMPLETE:
+        r = Rig().boot()
+        p = r.p
+        make(r)
+        r.step()
+        assert not p.good and p.chg_fet and p.dsg_fet, name
+        undo(r)
+        r.step()
+        assert p.good and p.chg_fet and p.dsg_fet and p.faults == 0, name
+    # the body-diode FET likewise (except without a current reading: no body diode then)
+    for name, make, _undo in INCOMPLETE:
+        r = Rig().boot()
+        p = r.p
+        r.set_cells(3700, 0)
+        r.snap.current_ma = -2000
+        r.step(9)
+        assert p.body_diode == 1 and p.chg_fet, name
+        make(r)
+        r.step()
+        assert not p.good, name
+        if name == "no CURRENT flag":
+            assert not p.chg_fet and p.body_diode == 0
+        else:
+            assert p.chg_fet and p.body_diode == 1, name
+
+
+# --- afe_config: the AFE lost its configuration --------------------------------------------
+
+
+def test_afe_config_opens_both_fets_in_the_same_update():
+    r = Rig().boot()
+    p = r.p
+    r.step(cfg_err=0x09)
+    assert p.faults == bit("afe_config") and not p.chg_fet and not p.dsg_fet
+    assert p.state == STATE_FAULT and not p.good
+    assert r.set_events("afe_config")[-1] == (r.now, ev.EV_FAULT_SET,
+                                              FAULT_NAMES.index("afe_config"), CFG_ERR | 0x09)
+    # also in BOOT
+    r = Rig()
+    r.step(cfg_err=0x04)
+    assert r.p.faults == bit("afe_config") and r.p.state == STATE_BOOT
+    assert not r.p.chg_fet and not r.p.dsg_fet
+
+
+def test_afe_config_released_only_by_complete_readings_held_release_delay():
+    r = Rig().boot()
+    p = r.p
+    r.step(cfg_err=0x09)
+    # re-initialised: reads succeed, the thermistors come after their first conversion
+    r.set_flags(ALL & ~FLAG_TEMPS_VALID)
+    for _ in range(12):
+        r.step()
+        assert p.faults & bit("afe_config") and not p.chg_fet and not p.dsg_fet
+    r.set_flags(ALL)
+    for _ in range(r.cfg.release_delay_ms // CYCLE):
+        r.step()
+        assert p.faults & bit("afe_config") and not p.chg_fet and not p.dsg_fet
+    r.step()
+    assert p.faults == 0 and p.chg_fet and p.dsg_fet
+    # an incomplete reading restarts the release
+    r.step(cfg_err=0x0A)
+    r.step(4)
+    r.set_flags(ALL & ~FLAG_CELLS_VALID)
+    r.step()
+    r.set_flags(ALL)
+    for _ in range(r.cfg.release_delay_ms // CYCLE):
+        r.step()
+        assert p.faults & bit("afe_config"), r.now
+    r.step()
+    assert p.faults == 0
+
+
+def test_release_counts_from_the_first_reading_past_the_release_level():
+    """A fault is released once its release condition has held for release_delay_ms: the
+    first reading past the release level starts that time (as a set delay starts at the
+    first reading past the limit). With release_delay_ms = 250 a single reading is not
+    enough."""
+    r = Rig(release_delay_ms=250).boot()
+    p = r.p
+    r.set_cells(3700, 0)
+    r.step(9)
+    assert p.faults == bit("cell_ov")
+    r.set_cells(3300, 0)
+    r.step()
+    assert p.faults == bit("cell_ov")  # held for 0 ms so far
+    r.step()
+    assert p.faults == 0
+
+
+def test_afe_stale_release_needs_complete_readings_after_the_last_incomplete_one():
+    """afe_stale is not judged while afe_lost stands; an incomplete reading in that time
+    still restarts its release: it never clears after less than release_delay_ms of
+    complete readings."""
+    r = Rig().boot()
+    p = r.p
+    r.step(5, fresh=False)  # no reading for 1.25 s: stale
+    assert p.faults & bit("afe_stale")
+    r.step(7)  # complete readings for 1.75 s (< release_delay_ms)
+    r.step(ok=False)  # AFE lost
+    r.set_flags(ALL & ~FLAG_CELLS_VALID)
+    r.step(7)  # reads again, incomplete
+    r.set_flags(ALL)
+    t_complete = r.now + CYCLE
+    while p.faults & bit("afe_stale"):
+        r.step()
+    assert r.now - t_complete >= r.cfg.release_delay_ms, r.now - t_complete
+
+
+# --- the fault table and its documentation --------------------------------------------------
+
+
+def _bits(*names):
+    m = 0
+    for n in names:
+        m |= bit(n)
+    return m
+
+
+def test_fault_table_masks_match_the_rows():
+    rows = ft.FAULTS
+    assert len(rows) == ft.N_FAULTS == len(FAULT_NAMES)
+    chg = dsg = both = bd_c = bd_d = retry = latch = thr = 0
+    for i in range(len(rows)):
+        name, d, flags, cat, q = rows[i][:5]
+        assert name == FAULT_NAMES[i] and d == FAULT_DIRS[i]
+        if d in (ft.DIR_CHG, ft.DIR_BOTH):
+            chg |= 1 << i
+        if d in (ft.DIR_DSG, ft.DIR_BOTH):
+            dsg |= 1 << i
+        if d == ft.DIR_BOTH:
+            both |= 1 << i
+        if flags & ft.T_BD and d == ft.DIR_CHG:
+            bd_c |= 1 << i
+        if flags & ft.T_BD and d == ft.DIR_DSG:
+            bd_d |= 1 << i
+        if flags & ft.T_RETRY:
+            retry |= 1 << i
+        if flags & (ft.T_RETRY | ft.T_LATCH):
+            latch |= 1 << i
+        if q != ft.Q_NONE:
+            thr |= 1 << i
+        # every config field a row names exists (protection reads them by name)
+        c = Config()
+        for f in rows[i][5:]:
+            if f is not None:
+                assert hasattr(c, f), (name, f)
+    assert (ft.MASK_CHG, ft.MASK_DSG, ft.MASK_BOTH) == (chg, dsg, both)
+    assert (MASK_CHG, MASK_DSG) == (chg, dsg)
+    assert (ft.MASK_BD_CHG, ft.MASK_BD_DSG) == (bd_c, bd_d)
+    assert ft.MASK_RETRY == retry and ft.MASK_LATCHABLE == latch
+    assert ft.MASK_THRESHOLD == thr
+    # ... and what the README says of them (body diode, retry, latch, directions)
+    assert ft.MASK_BD_CHG == _bits("cell_ov", "pack_ov", "hw_ov", "chg_ot", "chg_ut")
+    assert ft.MASK_BD_DSG == _bits("cell_uv", "pack_uv", "hw_uv", "dsg_ot", "dsg_ut")
+    assert ft.MASK_RETRY == _bits("chg_oc", "dsg_oc", "hw_ocd", "scd")
+    assert ft.MASK_LATCHABLE == ft.MASK_RETRY | bit("deep_uv")
+    assert not (MASK_CHG | MASK_DSG) & bit("imbalance")
+    assert ft.MASK_BOTH & bit("afe_config") and ft.MASK_BOTH & bit("afe_lost")
+    assert ft.names(_bits("cell_ov", "afe_config")) == "cell_ov|afe_config"
+    tiers = [ft.tier(i) for i in range(ft.N_FAULTS)]
+    assert tiers[FAULT_NAMES.index("imbalance")] == "warning"
+    assert tiers[FAULT_NAMES.index("deep_uv")] == "latched"
+    assert tiers[FAULT_NAMES.index("scd")] == "retry"
+    assert tiers[FAULT_NAMES.index("afe_config")] == "protection"
+
+
+def _readme():
+    import os
+
+    here = __file__.replace("\\", "/")
+    root = here[: here.rfind("/host_tests/")] if "/host_tests/" in here else "."
+    path = root + "/README.md"
+    try:
+        os.stat(path)
+    except OSError:
+        path = "README.md"
+    with open(path) as f:
+        return f.read()
+
+
+def readme_fault_rows():
+    """The rows of README.md's table in section "Faults": (index, name, dir, tier, bd)."""
+    text = _readme()
+    start = text.index("\n### Faults\n")
+    end = text.index("\n#", start + 5)
+    rows = []
+    for line in text[start:end].split("\n"):
+        line = line.strip()
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not cells[0].isdigit():
+            continue  # the header and its rule
+        rows.append((int(cells[0]), cells[1].strip("`"), cells[2], cells[3], cells[-1]))
+    return rows
+
+
+_README_DIR = {"CHG": ft.DIR_CHG, "DSG": ft.DIR_DSG, "both": ft.DIR_BOTH, "—": ft.DIR_NONE}
+
+
+def test_readme_fault_table_lists_exactly_the_faults():
+    rows = readme_fault_rows()
+    assert [r[1] for r in rows] == list(FAULT_NAMES), [r[1] for r in rows]
+    for i, name, d, tier, bd in rows:
+        assert i == FAULT_NAMES.index(name), (i, name)
+        assert _README_DIR.get(d) == FAULT_DIRS[i], (name, d)
+        flags = ft.FLAGS[i]
+        assert (bd == "yes") == bool(flags & ft.T_BD), (name, bd)
+        t = ft.tier(i)
+        want = {"warning": "warning only", "latched": "**latched**",
+                "retry": "protection → latched", "protection": "protection"}[t]
+        assert tier == want, (name, tier, t)
 
 
 # --- seeded random sequences: the safety invariants on every step --------------------------
