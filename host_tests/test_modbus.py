@@ -232,9 +232,9 @@ def test_32bit_and_enum_config_registers():
     w = r.regs(a, 2)
     assert w[0] << 16 | w[1] == 100000
     assert r.exc(write_n(1, a, [120000 >> 16, 120000 & 0xFFFF])) == 2
-    assert r.exc(write1(1, ADDR["cfg_cells"], 5)) == 2
+    assert r.exc(write1(1, ADDR["cfg_cells"], 14)) == 2
     assert r.exc(write1(1, ADDR["cfg_chemistry"], 1)) == 2
-    assert r.bms.cfg.capacity_mah == 100000 and r.bms.cfg.cells == 4
+    assert r.bms.cfg.capacity_mah == 100000 and r.bms.cfg.cells == 15
     pa = 1600  # cfg_can_profile
     assert r.regs(pa, 1) == [0]
     r.xfer(write1(1, pa, 1))
