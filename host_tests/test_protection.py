@@ -1079,6 +1079,28 @@ def test_retry_fault_does_not_clear_on_an_unknown_current():
         assert p.trips[FAULT_NAMES.index("dsg_oc")] == 1, how
 
 
+def test_retry_faults_latch_only_on_known_values():
+    """An unknown current sets chg_oc/dsg_oc (value UNKNOWN) at their delay when nothing else
+    holds the FETs open, but that is not a trip: it neither counts nor latches, even with
+    oc_retry_max = 0 (the first real trip latches)."""
+    r = Rig(stale_ms=5000, chg_oc_delay_ms=1000, dsg_oc_delay_ms=1000, oc_retry_max=0).boot()
+    p = r.p
+    r.set_flags(ALL & ~FLAG_CURRENT_VALID)
+    t0 = r.now + CYCLE
+    steps_to(r, lambda: p.faults)
+    assert r.now - t0 == 1000
+    assert p.faults == bit("chg_oc") | bit("dsg_oc"), fault_names(p.faults)
+    assert r.set_events("chg_oc")[-1][3] == UNKNOWN
+    assert not p.latched and p.trips[FAULT_NAMES.index("chg_oc")] == 0
+    assert not p.chg_fet and not p.dsg_fet
+    r.set_flags(ALL)  # known again, and low: cleared at the retry time
+    steps_to(r, lambda: p.faults == 0, limit=40000 // CYCLE)
+    assert not p.latched and p.chg_fet and p.dsg_fet
+    r.snap.current_ma = 60000  # a real over-current now latches at once
+    steps_to(r, lambda: p.latched)
+    assert p.latched == bit("chg_oc") and r.codes(ev.EV_LATCH)[-1][3] == 60000
+
+
 def test_retry_ack_is_not_lost_when_the_read_fails_at_the_retry_time():
     """OCD/SCD are acknowledged at their retry time; bms.app delivers prot.ack only after a
     read that succeeded. A failed read at that moment must not make the chip's still
