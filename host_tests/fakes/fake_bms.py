@@ -1,11 +1,13 @@
 # fake_bms: a duck-typed stand-in for bms.app's BMS object, for protocol tests.
 #
-#   bms = FakeBms(cells=15)       .snap .prot .est .limits .cfg .events (+ .can / .modbus = None)
+#   bms = FakeBms(cells=15)       .snap .prot .est .limits .cfg .events .status
+#                                 (+ .can / .modbus = None)
 #   bms.set_cells([3300] * 15)    fills cell_mv and derived stats, pack_mv = sum
 # Field names and units follow CONTRIBUTING.md's module contracts. Works under both interpreters.
 from bms.config import Config
 from bms.events import EventLog
 from bms.snapshot import Snapshot
+from bms.status import Status
 
 # Names of the fault/warning bits of this fake (bit i = FAULT_NAMES[i]). Tests pass them to
 # CanProtocol(fault_names=...) so they do not depend on bms.protection's real list.
@@ -77,6 +79,7 @@ class FakeBms:
         self.prot = FakeProt()
         self.est = FakeEst()
         self.limits = FakeLimits()
+        self.status = Status(cells, n_temps)  # the app's outbound view (registers 49-51)
         self.can = None
         self.modbus = None
         self.set_cells([3300] * cells)
