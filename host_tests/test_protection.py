@@ -941,6 +941,24 @@ def test_flicker_deep_uv_latches_after_its_delay():
             assert e[2] == FAULT_NAMES.index("deep_uv") and e[3] == 1900  # a known value
 
 
+def test_flicker_thermistor_fets_off_within_the_temperature_delay():
+    """One thermistor hot, the other invalid (open) or implausible on 4 cycles of 5: both
+    FETs are off within temp_delay_ms + one cycle of the first hot reading."""
+    for bad in (TEMP_INVALID_DC, 1400, -600):
+        for phase in range(5):
+            r = Rig().boot()
+            p = r.p
+            r.set_temps(600, 0)  # above dsg_temp_max_dc (and chg_temp_max_dc)
+            t0 = r.now + CYCLE
+            for k in range(60):
+                r.set_temps(250 if k % 5 == phase else bad, 1)
+                r.step()
+                if not p.chg_fet and not p.dsg_fet:
+                    break
+            assert not p.chg_fet and not p.dsg_fet, (bad, phase)
+            assert r.now - t0 <= r.cfg.temp_delay_ms + CYCLE, (bad, phase, r.now - t0)
+
+
 def test_flicker_incomplete_flags_trip_afe_stale():
     for missing in (FLAG_CELLS_VALID, FLAG_PACK_VALID, FLAG_CURRENT_VALID, FLAG_TEMPS_VALID):
         for phase in range(5):
