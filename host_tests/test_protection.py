@@ -277,9 +277,11 @@ def check_fault(r, name, trip, band, release, delay_ms, chg_after, dsg_after,
         assert p.faults & b, name
     release()
     rel = r.cfg.release_delay_ms if release_ms is None else release_ms
+    t_rel = r.now + CYCLE  # the first reading past the release level
     for _ in range(rel // CYCLE):
         r.step()
-        assert p.faults & b, name
+        assert p.faults & b, (name, "released %d ms after the first reading past the "
+                              "release level, release delay %d ms" % (r.now - t_rel, rel))
     r.step()
     assert not p.faults & b, name
     assert [e for e in r.codes(ev.EV_FAULT_CLEAR)
