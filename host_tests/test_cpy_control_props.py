@@ -3,6 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bms.balancing import Balancer, mask_ok
+from bms.bq769x0 import BQ769x0
 from bms.config import Config
 from bms.limits import Limits
 from bms.snapshot import FLAG_CELLS_VALID, FLAG_PACK_VALID, FLAG_TEMPS_VALID, TEMP_INVALID_DC
@@ -111,7 +112,7 @@ def test_limits_properties(sc):
     tr_ccl = Track(cfg.ccl_ramp_ma_s, cfg.lim_hold_ms)
     tr_dcl = Track(cfg.dcl_ramp_ma_s, cfg.lim_hold_ms)
     tr_cvl = Track(n * cfg.cvl_ramp_mv_s, cfg.cvl_hold_ms)
-    bal = Balancer(cfg)
+    bal = Balancer(cfg, BQ769x0(None, n).cell_groups)  # the groups the app's driver gives
     t = 0
     p = Prot()
     e = Est()
@@ -153,7 +154,7 @@ def test_limits_properties(sc):
 )
 def test_balancer_mask_always_legal_and_maximal(n, cell_sets, budget):
     cfg = Config("lfp", n, 100000, bal_max_mw=budget)
-    bal = Balancer(cfg)
+    bal = Balancer(cfg, BQ769x0(None, n).cell_groups)  # the groups the app's driver gives
     t = 0
     p = Prot()
     p.faults = p.latched = p.warnings = 0
