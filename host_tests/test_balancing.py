@@ -1,5 +1,7 @@
-# Tests of bms.balancing: input map, adjacency rule, greedy selection, gates, hysteresis.
-from bms.balancing import Balancer, cell_channels, group_of_cell, mask_ok
+# Tests of bms.balancing: the chip's groups (from the AFE driver: input map, cell_groups),
+# adjacency rule, greedy selection, gates, hysteresis.
+from bms.balancing import Balancer, mask_ok
+from bms.bq769x0 import BQ769x0, input_map
 from bms.config import Config
 from bms.snapshot import FLAG_CELLS_VALID, FLAG_PACK_VALID, FLAG_TEMPS_VALID, TEMP_INVALID_DC
 from bms.snapshot import Snapshot
@@ -33,6 +35,15 @@ def make_snap(cells, temp_dc=250, die_dc=TEMP_INVALID_DC, t_ms=0):
     return s
 
 
+def groups_of(n, variant=None):
+    """The groups the app gives the balancer: its AFE driver's cell_groups."""
+    return BQ769x0(None, n, variant=variant).cell_groups
+
+
+def balancer(cfg):
+    return Balancer(cfg, groups_of(cfg.cells))
+
+
 def bits(mask):
     return [i + 1 for i in range(16) if mask >> i & 1]
 
@@ -55,27 +66,44 @@ DS_MAP = {
 }
 
 
-def test_cell_channels_follow_datasheet_map():
+def test_input_map_follows_datasheet_map():
     for n in range(3, 16):
-        assert cell_channels(n) == DS_MAP[n], n
-    raises(ValueError, cell_channels, 2)
-    raises(ValueError, cell_channels, 16)
+        assert input_map(n) == DS_MAP[n], n
+    raises(ValueError, input_map, 2)
+    raises(ValueError, input_map, 16)
 
 
-def test_group_of_cell():
-    assert group_of_cell(4) == (0, 0, 0, 0)
-    assert group_of_cell(7) == (0, 0, 0, 0, 1, 1, 1)
-    assert group_of_cell(9) == (0, 0, 0, 0, 0, 1, 1, 1, 1)
-    assert group_of_cell(13) == (0,) * 5 + (1,) * 4 + (2,) * 4
-    assert group_of_cell(15) == (0,) * 5 + (1,) * 5 + (2,) * 5
+def test_driver_cell_groups():
+    assert groups_of(4) == (0, 0, 0, 0)
+    assert groups_of(7) == (0, 0, 0, 0, 1, 1, 1)
+    assert groups_of(9) == (0, 0, 0, 0, 0, 1, 1, 1, 1)
+    assert groups_of(13) == (0,) * 5 + (1,) * 4 + (2,) * 4
+    assert groups_of(15) == (0,) * 5 + (1,) * 5 + (2,) * 5
     for n in range(3, 16):
-        g = group_of_cell(n)
+        g = groups_of(n)
+        assert g == tuple((ch - 1) // 5 for ch in DS_MAP[n]), n  # the input map's groups
         counts = [g.count(k) for k in range(3)]
         assert all(c == 0 or c >= 3 for c in counts), n  # >= 3 cells per used group
+    # a BQ76940 with 10 cells spreads them over three groups: other neighbours
+    assert groups_of(10, 76940) == (0, 0, 0, 0, 1, 1, 1, 2, 2, 2)
+
+
+def test_balancer_takes_the_driver_groups():
+    cfg = Config("lfp", 10, 100000)
+    cells = [3500] * 10
+    b30 = Balancer(cfg, groups_of(10))  # BQ76930: 5 + 5
+    b40 = Balancer(cfg, groups_of(10, 76940))  # BQ76940: 4 + 3 + 3
+    assert b30.groups == groups_of(10) and b40.groups == groups_of(10, 76940)
+    m30 = b30.select(cells, 3400)
+    m40 = b40.select(cells, 3400)
+    assert mask_ok(m30, b30.groups) and mask_ok(m40, b40.groups)
+    assert bits(m30) == [1, 3, 5, 6, 8, 10]
+    assert bits(m40) == [1, 3, 5, 7, 8, 10]  # cells 7|8: different groups on the '40
+    assert not mask_ok(m40, b30.groups)
 
 
 def test_mask_ok():
-    g = group_of_cell(15)
+    g = groups_of(15)
     assert mask_ok(0b10101, g)
     assert not mask_ok(0b11, g)
     assert mask_ok(0b110000, g)  # cells 5 and 6: different groups
@@ -98,7 +126,7 @@ def maximal(mask, cells, floor, groups):
 
 def test_15_cells_all_high_three_per_group_alternating():
     cfg = Config("lfp", 15, 100000)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     cells = [3500] * 15
     g = b.groups
     m1 = b.select(cells, 3400)
@@ -114,7 +142,7 @@ def test_15_cells_all_high_three_per_group_alternating():
 
 def test_update_alternates_and_respects_adjacency_14_high():
     cfg = Config("lfp", 15, 100000)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     cells = [3500] * 14 + [3450]
     p = Prot()
     seen = []
@@ -132,7 +160,7 @@ def test_update_alternates_and_respects_adjacency_14_high():
 
 def test_two_adjacent_high_cells_take_turns():
     cfg = Config("lfp", 4, 100000)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     cells = [3480, 3475, 3420, 3420]
     got = []
     for k in range(4):
@@ -140,7 +168,7 @@ def test_two_adjacent_high_cells_take_turns():
         got.append(b.update(make_snap(cells, t_ms=t), Prot(), Est(), t))
     assert got == [0b0001, 0b0010, 0b0001, 0b0010]
     # far higher cell keeps priority (more than bal_swap_mv above its neighbour)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     cells = [3500, 3440, 3420, 3420]
     for k in range(3):
         t = k * cfg.bal_period_ms
@@ -149,7 +177,7 @@ def test_two_adjacent_high_cells_take_turns():
 
 def test_mask_held_between_periods():
     cfg = Config("lfp", 4, 100000)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     cells = [3480, 3475, 3420, 3420]
     m = b.update(make_snap(cells, t_ms=0), Prot(), Est(), 0)
     assert b.update(make_snap(cells, t_ms=2000), Prot(), Est(), 2000) == m
@@ -159,7 +187,7 @@ def test_mask_held_between_periods():
 
 def test_start_stop_hysteresis():
     cfg = Config("lfp", 4, 100000)  # start 15 mV, stop 5 mV
-    b = Balancer(cfg)
+    b = balancer(cfg)
     clock = [0]
 
     def step(cells):
@@ -177,10 +205,10 @@ def test_start_stop_hysteresis():
 
 def test_only_cells_above_min_plus_stop_bleed():
     cfg = Config("lfp", 5, 100000)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     m = b.update(make_snap([3460, 3400, 3404, 3406, 3402]), Prot(), Est(), 0)
     assert bits(m) == [1, 4]  # above min + bal_stop_mv (3405) only
-    m = Balancer(cfg).update(make_snap([3460, 3400, 3404, 3406, 3450]), Prot(), Est(), 0)
+    m = balancer(cfg).update(make_snap([3460, 3400, 3404, 3406, 3450]), Prot(), Est(), 0)
     assert m == 0b10001  # greedy: 3460, then 3450; 3406 is next to a bleeding cell
 
 
@@ -189,7 +217,7 @@ def test_inhibits():
     cells = [3480, 3440, 3440, 3440]
 
     def run(snap, prot, c=cfg):
-        b = Balancer(c)
+        b = balancer(c)
         return b.update(snap, prot, Est(), snap.t_ms), b
 
     assert run(make_snap(cells), Prot())[0] == 1
@@ -209,7 +237,7 @@ def test_inhibits():
     s = make_snap(cells)
     s.flags = 0
     assert run(s, Prot())[0] == 0
-    b = Balancer(cfg)
+    b = balancer(cfg)
     assert b.update(make_snap(cells, t_ms=0), Prot(), Est(), cfg.stale_ms + 1) == 0
     # disabled
     assert run(make_snap(cells), Prot(), Config("lfp", 4, 100000, bal_enable=0))[0] == 0
@@ -221,7 +249,7 @@ def test_inhibits():
 
 def test_die_temperature_hysteresis():
     cfg = Config("lfp", 4, 100000)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     cells = [3480, 3440, 3440, 3440]
     hot = cfg.bal_die_max_dc
     assert b.update(make_snap(cells, die_dc=hot, t_ms=0), Prot(), Est(), 0) == 0
@@ -234,17 +262,19 @@ def test_die_temperature_hysteresis():
 def test_power_budget_limits_parallel_count():
     # 3.5 V over 100 ohm = 122 mW per cell; 300 mW allows two cells
     cfg = Config("lfp", 15, 100000, bal_max_mw=300)
-    b = Balancer(cfg)
+    b = balancer(cfg)
     m = b.update(make_snap([3500] * 14 + [3400]), Prot(), Est(), 0)
     assert bits(m) == [1, 3]
-    assert Balancer(Config("lfp", 15, 100000, bal_max_mw=0)).select([3500] * 15, 3400) == 0
+    assert balancer(Config("lfp", 15, 100000, bal_max_mw=0)).select([3500] * 15, 3400) == 0
 
 
 def test_custom_group_map():
     cfg = Config("lfp", 6, 100000)
-    b = Balancer(cfg, 6, (0, 0, 0, 1, 1, 1))
+    b = Balancer(cfg, (0, 0, 0, 1, 1, 1))
+    assert b.n_cells == 6
     assert bits(b.select([3500] * 6, 3400)) == [1, 3, 4, 6]
-    raises(ValueError, Balancer, cfg, 6, (0, 0, 0))
+    raises(ValueError, Balancer, cfg, (0, 0))
+    raises(ValueError, Balancer, cfg, (0,) * 16)
 
 
 def test_plateau_cells_are_not_bled_even_a_few_mv_above_the_lowest():
@@ -253,8 +283,8 @@ def test_plateau_cells_are_not_bled_even_a_few_mv_above_the_lowest():
     current and catch up."""
     cfg = Config("lfp", 5, 100000)
     cells = [3460, 3352, 3348, 3356, 3350]
-    m = Balancer(cfg).update(make_snap(cells), Prot(), Est(), 0)
+    m = balancer(cfg).update(make_snap(cells), Prot(), Est(), 0)
     assert m == 0b00001
     # once cell 4 reaches the knee it bleeds too (not adjacent to cell 1)
     cells = [3460, 3352, 3348, cfg.bal_min_cell_mv + 5, 3350]
-    assert Balancer(cfg).update(make_snap(cells), Prot(), Est(), 0) == 0b01001
+    assert balancer(cfg).update(make_snap(cells), Prot(), Est(), 0) == 0b01001

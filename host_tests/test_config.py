@@ -187,3 +187,100 @@ def test_type_and_range_errors():
     e = raises(ConfigError, Config, "lfp", 4, 100000, cell_uv_mv=3200)
     assert e.field == "cell_uv_mv"
     assert str(e).startswith("cell_uv_mv: ")
+
+
+# --- hooks, the pack's identity, factory reset -------------------------------------------------
+
+
+def test_hooks_see_the_would_be_values_before_they_apply():
+    c = Config("lfp", 4, 100000)
+    seen = []
+
+    def hook(cfg, new):
+        # called after validation, before the change applies: cfg still holds the old value
+        seen.append((cfg.cell_ov_mv, new["cell_ov_mv"], new["cell_uv_mv"], cfg.generation))
+
+    c.hooks.append(hook)
+    c.update({"cell_ov_mv": 3600})
+    assert seen == [(3650, 3600, 2700, 0)]
+    assert c.cell_ov_mv == 3600 and c.generation == 1
+    c.set("imbalance_warn_mv", 80)  # every accepted change goes through the hooks
+    assert len(seen) == 2 and seen[1][0] == 3600
+
+
+def test_hook_refusal_changes_nothing():
+    c = Config("lfp", 4, 100000)
+    calls = []
+
+    def refuse(cfg, new):
+        calls.append(new.get("hw_cell_ov_mv"))
+        if new["hw_cell_ov_mv"] != cfg.hw_cell_ov_mv:
+            raise ConfigError("hw_cell_ov_mv", "the AFE cannot place it")
+
+    c.hooks.append(refuse)
+    before = c.as_dict()
+    e = raises(ConfigError, c.update, {"hw_cell_ov_mv": 3800, "imbalance_warn_mv": 80})
+    assert e.field == "hw_cell_ov_mv" and e.rule == "the AFE cannot place it"
+    assert c.as_dict() == before and c.generation == 0
+    assert c.hw_cell_ov_mv == 3750 and c.imbalance_warn_mv == before["imbalance_warn_mv"]
+    c.update({"imbalance_warn_mv": 80})  # a change the hook accepts
+    assert c.imbalance_warn_mv == 80 and c.generation == 1
+
+
+def test_hooks_run_only_on_validated_values():
+    c = Config("lfp", 4, 100000)
+    calls = []
+    c.hooks.append(lambda cfg, new: calls.append(1))
+    raises(ConfigError, c.set, "cell_ov_mv", 9999)  # out of range
+    raises(ConfigError, c.set, "hw_cell_ov_mv", 3600)  # breaks a rule
+    raises(ConfigError, c.set, "no_such_field", 1)
+    assert calls == [] and c.generation == 0
+
+
+def test_identity_locked_refuses_chemistry_cells_capacity():
+    c = Config("lfp", 4, 100000)
+    c.identity_locked = True
+    before = c.as_dict()
+    for name, value in (("chemistry", "nmc"), ("cells", 5), ("capacity_mah", 50000)):
+        e = raises(ConfigError, c.update, {name: value})
+        assert e.field == name and "board file" in e.rule, (name, e.rule)
+        assert c.as_dict() == before and c.generation == 0
+        e = raises(ConfigError, c.update, {"imbalance_warn_mv": 80, name: value})
+        assert e.field == name and c.imbalance_warn_mv == before["imbalance_warn_mv"]
+    # the same values are no change: a full dict (e.g. a saved configuration) still applies
+    d = c.as_dict()
+    d["imbalance_warn_mv"] = 80
+    c.update(d)
+    assert c.imbalance_warn_mv == 80 and c.chemistry == "lfp" and c.cells == 4
+    # not locked (a Config of its own, e.g. the simulator's): the identity may change
+    u = Config("lfp", 4, 100000)
+    u.update({"capacity_mah": 50000})
+    assert u.capacity_mah == 50000
+
+
+def test_factory_reset_restores_the_defaults_of_this_identity():
+    for chem, cells, cap in (("lfp", 4, 100000), ("nmc", 8, 50000), ("lto", 15, 20000)):
+        c = Config(chem, cells, cap, imbalance_warn_mv=80, release_delay_ms=500)
+        c.identity_locked = True
+        c.update({"cell_ov_delay_ms": 500})
+        gen = c.generation
+        seen = []
+        c.hooks.append(lambda cfg, new, seen=seen: seen.append(dict(new)))
+        c.factory_reset()
+        assert c.as_dict() == defaults(chem, cells, cap), chem
+        assert (c.chemistry, c.cells, c.capacity_mah) == (chem, cells, cap)
+        assert c.generation == gen + 1
+        assert seen == [defaults(chem, cells, cap)]  # through the hooks, like every change
+
+
+def test_factory_reset_refused_by_a_hook_changes_nothing():
+    c = Config("lfp", 4, 100000, hw_cell_ov_mv=3800)
+    before = c.as_dict()
+
+    def refuse(cfg, new):
+        raise ConfigError("hw_cell_ov_mv", "the AFE is not reachable now; nothing was changed")
+
+    c.hooks.append(refuse)
+    e = raises(ConfigError, c.factory_reset)
+    assert e.field == "hw_cell_ov_mv" and "not reachable" in e.rule
+    assert c.as_dict() == before and c.generation == 0

@@ -1,17 +1,28 @@
 # Property tests of bms.protection (CPython, hypothesis): random sequences of cell voltages,
-# temperatures, currents, SYS_STAT bits, failed reads and missing reads; the safety
-# invariants of test_protection.Invariants are checked after every cycle:
-#   * the charge FET is never on longer than the fault's delay + one 250 ms cycle while a cell
-#     is above cell_ov_mv or a temperature is outside the charge window (body diode excepted,
-#     and then only while the pack discharges); the discharge FET likewise;
-#   * both FETs are off in the cycle in which the AFE is lost (snap.errors > 0) or stale;
-#   * no FET is on while a latched fault stands, before the first complete measurement, in
-#     STANDBY, LATCHED or SHUTDOWN.
+# temperatures, currents, AFE trips (bms.afe TRIP_*), failed, refused (cfg_err), stale,
+# incomplete and implausible readings; the safety invariants of test_protection.Invariants
+# are checked after every cycle:
+#   * time never stops: the charge FET is never on longer than the fault's delay + one 250 ms
+#     cycle while a cell is above cell_ov_mv or a temperature is outside the charge window
+#     (body diode excepted, and then only while the pack discharges), whatever the pattern
+#     of missing or unknown readings; the discharge FET likewise;
+#   * both FETs are off in the cycle in which the AFE is lost (snap.errors > 0), refused the
+#     read (snap.cfg_err) or is stale;
+#   * no FET is on while a latched fault stands, in BOOT, STANDBY, LATCHED or SHUTDOWN; in
+#     BOOT nothing but afe_lost/afe_config is judged;
+#   * a FET closes only in a cycle with a complete, fresh, plausible reading (prot.good);
+#   * no fault clears while its condition holds (only on a known value past its release
+#     level, held for release_delay_ms); UNKNOWN-valued sets and latches as documented;
+#   * prot.ack holds only trips the chip reports.
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_protection import (
+    ALL,
+    BAD_MV,
     CYCLE,
+    FLAG_CELLS_VALID,
     OPS,
+    TEMP_INVALID_DC,
     Invariants,
     Rig,
     bit,
@@ -19,6 +30,7 @@ from test_protection import (
     random_step,
 )
 
+from bms.afe import TRIP_SCD
 from bms.protection import STATE_NORMAL
 
 
@@ -55,7 +67,8 @@ def test_random_sequences_keep_the_invariants(ints):
 # Structured phases: each holds one condition for a number of cycles, so that delays run out.
 _phase = st.tuples(
     st.sampled_from(("ok", "ov", "uv", "cold", "hot", "very_hot", "err", "stale", "scd",
-                     "oc_chg", "oc_dsg", "deep")),
+                     "oc_chg", "oc_dsg", "deep", "cfg", "implausible", "flicker_ov",
+                     "flicker_deep", "no_cells", "no_temps", "sensor")),
     st.integers(1, 60),  # cycles
     st.sampled_from((0, -3000, 3000, -700, 700)),  # current during the phase
 )
@@ -63,16 +76,18 @@ _phase = st.tuples(
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_phase, min_size=1, max_size=12), st.sampled_from((0, 250, 1000, 2000, 5000)),
-       st.sampled_from((0, 1, 3)))
-def test_phases_keep_the_invariants(phases, delay, retries):
+       st.sampled_from((0, 1, 3)), st.sampled_from((0, 250, 1000, 3000)))
+def test_phases_keep_the_invariants(phases, delay, retries, plaus):
     r = Rig(cell_ov_delay_ms=delay, cell_uv_delay_ms=delay, temp_delay_ms=delay,
-            oc_retry_ms=2000, oc_retry_max=retries)
+            oc_retry_ms=2000, oc_retry_max=retries, plaus_delay_ms=plaus)
     inv = Invariants(r)
+    r.inv = inv
     r.step()
     inv.check()
     for kind, cycles, cur in phases:
         r.set_cells(3300)
         r.set_temps(250)
+        r.set_flags(ALL)
         r.snap.current_ma = cur
         if kind == "ov":
             r.set_cells(3700, 0)
@@ -90,13 +105,25 @@ def test_phases_keep_the_invariants(phases, delay, retries):
             r.snap.current_ma = -120000
         elif kind == "deep":
             r.set_cells(1800, 2)
-        for _ in range(cycles):
+        elif kind == "implausible":
+            r.set_cells(BAD_MV[cycles % 2], 2, pack=13200)
+        elif kind == "no_cells":
+            r.set_flags(ALL & ~FLAG_CELLS_VALID)
+        elif kind == "no_temps":
+            r.set_flags(ALL & ~0x08)
+        elif kind == "sensor":
+            r.set_temps(TEMP_INVALID_DC, 0)
+        for k in range(cycles):
             if kind == "scd":
-                r.snap.sys_stat |= 0x02
-            r.step(ok=kind != "err", fresh=kind != "stale")
+                r.snap.trips |= TRIP_SCD
+            if kind in ("flicker_ov", "flicker_deep"):
+                true = 3700 if kind == "flicker_ov" else 1800
+                r.set_cells(true if k % 5 == cycles % 5 else BAD_MV[k % 2], 1, pack=13200)
+            r.step(ok=kind != "err", fresh=kind != "stale", cfg_err=0x09 if kind == "cfg" else 0)
             inv.check()
-        if r.p.latched and kind != "deep":
+        if r.p.latched and kind not in ("deep", "flicker_deep"):
             r.p.reset_latched(r.now)
+            inv.sync()
 
 
 @settings(max_examples=60, deadline=None)

@@ -130,6 +130,7 @@ ADDR = {
     "cfg_chemistry": 1000,
     "cfg_cells": 1001,
     "cfg_capacity_mah": 1002,
+    "cfg_dsg_max_ma": 1409,
     "cfg_cell_ov_mv": 1010,
     "cfg_cell_ov_release_mv": 1011,
 }
@@ -218,14 +219,22 @@ def test_unlock_then_write_validated():
 def test_32bit_and_enum_config_registers():
     r = Rig(modbus_pin=42)
     r.xfer(write1(1, UNLOCK, 42))
-    a = ADDR["cfg_capacity_mah"]
+    a = ADDR["cfg_dsg_max_ma"]
     assert r.exc(write1(1, a, 1)) == 2  # half of a 32-bit register
     assert r.exc(write1(1, a + 1, 1)) == 2
-    resp = r.xfer(write_n(1, a, [120000 >> 16, 120000 & 0xFFFF]))
+    resp = r.xfer(write_n(1, a, [70000 >> 16, 70000 & 0xFFFF]))
     assert resp is not None and resp[1] == 16
-    assert r.bms.cfg.capacity_mah == 120000
+    assert r.bms.cfg.dsg_max_ma == 70000
     w = r.regs(a, 2)
-    assert w[0] << 16 | w[1] == 120000
+    assert w[0] << 16 | w[1] == 70000
+    # the pack's identity comes from the board file: read-only, also while unlocked
+    a = ADDR["cfg_capacity_mah"]
+    w = r.regs(a, 2)
+    assert w[0] << 16 | w[1] == 100000
+    assert r.exc(write_n(1, a, [120000 >> 16, 120000 & 0xFFFF])) == 2
+    assert r.exc(write1(1, ADDR["cfg_cells"], 14)) == 2
+    assert r.exc(write1(1, ADDR["cfg_chemistry"], 1)) == 2
+    assert r.bms.cfg.capacity_mah == 100000 and r.bms.cfg.cells == 15
     pa = 1600  # cfg_can_profile
     assert r.regs(pa, 1) == [0]
     r.xfer(write1(1, pa, 1))

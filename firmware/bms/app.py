@@ -67,6 +67,7 @@ class Bms:
         self.store = Store(hw.data_dir, self.events)
         if cfg is None:
             cfg = self._load_config(b)
+        cfg.identity_locked = True  # chemistry, cells, capacity: the board file's
         self.cfg = cfg
         self.snap = Snapshot(b.CELLS, b.N_TEMPS)
         self.status = Status(b.CELLS, b.N_TEMPS)  # what the outside world is told
@@ -124,8 +125,8 @@ class Bms:
             sid = saved.get("identity")
             if not isinstance(sid, dict):  # saved before identities were recorded
                 sid = {k: saved.get(k) for k in ("chemistry", "cells", "capacity_mah")}
-            for k in sid:
-                if sid[k] != ident.get(k):
+            for k in _IDENTITY_KEYS:
+                if k in sid and sid[k] != ident[k]:
                     # Made for another pack (the board file changed): the board's identity
                     # wins, its defaults apply, and status/REPL/Modbus say so.
                     self.config_foreign = "%s: saved %s, board %s" % (k, sid[k], ident.get(k))
@@ -224,29 +225,9 @@ class Bms:
         try:
             self.afe.init()
             self.afe.set_fets(False, False)
-            ocd_ma = cfg.hw_ocd_ma
-            scd_ma = cfg.hw_scd_ma
-            floor_ocd, floor_scd = self.afe.current_floor_ma()
-            if ocd_ma < floor_ocd or scd_ma < floor_scd:
-                # A small pack on a large shunt: the AFE cannot trip this low. Its tightest
-                # setting is used (still the outer layer) and the event log says so below.
-                ocd_ma = max(ocd_ma, floor_ocd)
-                scd_ma = max(scd_ma, floor_scd, ocd_ma + 1)
-            # Likewise the voltage window (LTO's 2.8 V is below the lowest OV trip, ~3.1 V).
-            ov_mv = max(cfg.hw_cell_ov_mv, self.afe.ov_trip_mv(0))
-            uv_mv = min(cfg.hw_cell_uv_mv, self.afe.uv_trip_mv(0xFF))
-            self.afe_applied = self.afe.configure_protection(
-                ov_mv,
-                cfg.hw_cell_ov_delay_ms,
-                uv_mv,
-                cfg.hw_cell_uv_delay_ms,
-                ocd_ma,
-                cfg.hw_ocd_delay_ms,
-                scd_ma,
-                cfg.hw_scd_delay_us,
-            )
-            self._afe_args = (ov_mv, cfg.hw_cell_ov_delay_ms, uv_mv, cfg.hw_cell_uv_delay_ms,
-                              ocd_ma, cfg.hw_ocd_delay_ms, scd_ma, cfg.hw_scd_delay_us)
+            args = self._hw_args(cfg.as_dict())
+            self.afe_applied = self.afe.configure_protection(*args)
+            self._afe_args = args
             self.afe_ok = True
             self.bal_mask = 0  # init() stopped balancing: the balancer's mask is written again
             if self._afe_started:
@@ -269,6 +250,22 @@ class Bms:
         self._afe_retry_ms = now + _AFE_RETRY_MS
 
     _afe_started = False
+
+    def _hw_args(self, v):
+        """configure_protection() arguments for the configuration values v. Limits the chip
+        cannot reach are set to its tightest setting (still the outer layer; logged at boot
+        by _check_outer_layer): a small pack on a large shunt (OCD/SCD floors), LTO's 2.8 V
+        (below the lowest OV trip, ~3.1 V)."""
+        afe = self.afe
+        ocd_ma = v["hw_ocd_ma"]
+        scd_ma = v["hw_scd_ma"]
+        floor_ocd, floor_scd = afe.current_floor_ma()
+        if ocd_ma < floor_ocd or scd_ma < floor_scd:
+            ocd_ma = max(ocd_ma, floor_ocd)
+            scd_ma = max(scd_ma, floor_scd, ocd_ma + 1)
+        return (max(v["hw_cell_ov_mv"], afe.ov_trip_mv(0)), v["hw_cell_ov_delay_ms"],
+                min(v["hw_cell_uv_mv"], afe.uv_trip_mv(0xFF)), v["hw_cell_uv_delay_ms"],
+                ocd_ma, v["hw_ocd_delay_ms"], scd_ma, v["hw_scd_delay_us"])
 
     def _check_outer_layer(self, now, a):
         """The AFE quantises (and, with its shunt, bounds) the hardware limits. Where what it
@@ -302,7 +299,7 @@ class Bms:
             return
         if not self.afe_ok:
             raise ConfigError(changed, "the AFE is not reachable now; nothing was changed")
-        args = tuple(new[k] for k in _HW_ARGS)
+        args = self._hw_args(new)
         try:
             a = self.afe.protection_applied(*args)
         except ValueError as e:
@@ -313,14 +310,18 @@ class Bms:
         try:
             self.afe_applied = self.afe.configure_protection(*args)
             self._afe_args = args
-        except AfeError:
+        except AfeError as e:
+            old = self._afe_args
             try:
-                self.afe_applied = self.afe.configure_protection(*self._afe_args)
+                if old is None:
+                    raise ValueError
+                self.afe_applied = self.afe.configure_protection(*old)
             except (AfeError, ValueError):
                 self.afe_ok = False  # re-initialised at the next measure cycle
                 self._afe_reinit = True
-            raise ConfigError(changed, "the AFE did not hold it (read-back differed); "
-                                       "nothing was changed") from None
+            why = ("did not hold it (read-back differed)" if type(e) is AfeError
+                   else "did not answer")
+            raise ConfigError(changed, "the AFE %s; nothing was changed" % why) from None
 
     def factory_reset(self, now, interface):
         """Configuration back to the board's defaults (hardware limits programmed first);
@@ -537,6 +538,8 @@ class Bms:
 _HW_ARGS = ("hw_cell_ov_mv", "hw_cell_ov_delay_ms", "hw_cell_uv_mv", "hw_cell_uv_delay_ms",
             "hw_ocd_ma", "hw_ocd_delay_ms", "hw_scd_ma", "hw_scd_delay_us")
 _HW_FIELDS = _HW_ARGS + ("cell_ov_mv", "cell_uv_mv", "dsg_oc_ma")
+_IDENTITY_KEYS = ("chemistry", "cells", "capacity_mah", "shunt_uohm", "afe_variant", "n_temps",
+                  "thermistor_beta")  # the order in which a foreign configuration is named
 _APPLIED = {"hw_cell_ov_mv": "ov_mv", "hw_cell_uv_mv": "uv_mv", "hw_ocd_ma": "ocd_ma",
             "hw_scd_ma": "scd_ma"}
 

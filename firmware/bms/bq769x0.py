@@ -760,6 +760,8 @@ class BQ769x0:
         if c2 & 0xFC != _CC_EN or c2 & 0x03 & ~self._fet_bits:
             return _SYS_CTRL2
         p = self._prot
+        if p is None:
+            return _PROTECT1
         if (mb[6 * s] & 0x9F != p[0] or mb[7 * s] & 0x7F != p[1] or mb[8 * s] & 0xF0 != p[2]
                 or mb[9 * s] != p[3] or mb[10 * s] != p[4]):
             for k in range(5):

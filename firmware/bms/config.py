@@ -630,7 +630,8 @@ class Config:
 
     def factory_reset(self):
         """Back to the documented defaults of this pack's identity (through the hooks)."""
-        self._commit(self._validated(defaults(self.chemistry, self.cells, self.capacity_mah)))
+        v = self._values
+        self._commit(self._validated(defaults(v["chemistry"], v["cells"], v["capacity_mah"])))
 
     def set(self, name, value):
         self.update({name: value})

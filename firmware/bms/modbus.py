@@ -140,7 +140,7 @@ class ModbusServer:
         self._unlocked = False
         self._unlock_until = 0
         # callable(now_ms, interface) -> None or the ConfigError that refused it (bms.app)
-        self.on_factory_reset = None
+        self.on_factory_reset = _no_factory_reset
         self._pin_block_until = 0
         self._last_log_ms = -_LOG_GAP_MS
         self._now = 0
@@ -560,8 +560,7 @@ class ModbusServer:
             return EX_LOCKED
         if w != 1:
             return EX_VALUE
-        fn = self.on_factory_reset
-        if fn is None or fn(now, _IF_MODBUS) is not None:
+        if self.on_factory_reset(now, _IF_MODBUS) is not None:
             return EX_VALUE
         self.config_writes += 1
         self._unlock_until = now + self.cfg.modbus_unlock_ms
@@ -582,6 +581,10 @@ class ModbusServer:
         self._unlock_until = now + self.cfg.modbus_unlock_ms
         self.events.add(now, EV_UNLOCK, 1, _IF_MODBUS)
         return 0
+
+
+def _no_factory_reset(now_ms, interface):
+    return ConfigError("factory_reset", "not available on this board")
 
 
 def _int(v):

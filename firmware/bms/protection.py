@@ -165,7 +165,9 @@ class Protection:
         n2 = 2 * _N  # timer slots: faults 0.._N-1, warnings _N..2*_N-1
         self._st = array("l", [0] * n2)  # set timer
         self._rt = array("l", [0] * n2)  # release timer (active) / good time (sticky, idle)
-        self._on = bytearray(n2)  # set timer running
+        self._on = bytearray(n2)  # set timer running (idle) / release timer running (active)
+        self._kn = bytearray(n2)  # the running set timer has seen a known value in the trip zone
+        self._gon = bytearray(n2)  # sticky: good readings inside a run are being timed
         self._qt = array("l", [0] * _N)  # quiet time since the last trip (retry decay)
         # Levels per row, refreshed from cfg whenever its generation changes.
         self._lim = array("l", [0] * _N)
@@ -246,42 +248,59 @@ class Protection:
     def _db(self, k, active, cond, rel, unk, delay, sticky):
         """One step of timer slot k. cond: value in the trip zone; rel: known and in the
         release zone; unk: value unknown (counts as the trip zone); neither: the hysteresis
-        band (timers hold). Returns 1 when the set delay has elapsed, 2 when an active entry
-        has been in its release zone for release_delay_ms, else 0."""
+        band (timers hold; a timer that only unknown values started is reset by a known value
+        below the limit). Sticky (quality) timers run on through good readings until those
+        have held half the delay (at most release_delay_ms). Timers count from the first
+        reading of their zone.
+        Returns 1 when the set delay has elapsed, 2 when an active entry has been in its
+        release zone for release_delay_ms, else 0."""
         dt = self._dt
+        on = self._on
         if active:
             if rel:
-                t = _cap(self._rt[k] + dt)
+                t = _cap(self._rt[k] + dt) if on[k] else 0
+                on[k] = 1
                 if t >= self._reld:
                     self._rt[k] = 0
                     self._st[k] = 0
-                    self._on[k] = 0
+                    on[k] = 0
                     return 2
                 self._rt[k] = t
             else:
                 self._rt[k] = 0
+                on[k] = 0
             return 0
+        run = on[k]
         if cond or unk:
-            self._rt[k] = 0
-            if self._on[k]:
-                t = _cap(self._st[k] + dt)
-            else:
-                t = 0
-                self._on[k] = 1
-            self._st[k] = t
-            return 1 if t >= delay else 0
-        if rel and self._on[k]:
-            if sticky:
-                g = _cap(self._rt[k] + dt)
-                if g >= self._reld:
-                    self._on[k] = 0
+            self._gon[k] = 0
+            if cond:
+                self._kn[k] = 1
+        elif run and sticky:
+            # a good reading inside a run of bad ones: the run goes on (an intermittent fault
+            # still trips after its delay) until good readings have held half the delay (at
+            # most release_delay_ms): a single glitch is forgiven before it could trip
+            if rel:
+                g = _cap(self._rt[k] + dt) if self._gon[k] else 0
+                self._gon[k] = 1
+                f = delay >> 1
+                if g >= (f if f < self._reld else self._reld):
+                    on[k] = 0
                     self._st[k] = 0
-                    g = 0
+                    self._gon[k] = 0
+                    self._kn[k] = 0
+                    return 0
                 self._rt[k] = g
-            else:
-                self._on[k] = 0
+        else:
+            if run and (rel or not self._kn[k]):
+                # back past the release level, or below the limit after only unknown values
+                on[k] = 0
                 self._st[k] = 0
-        return 0
+                self._kn[k] = 0
+            return 0
+        t = _cap(self._st[k] + dt) if run else 0
+        on[k] = 1
+        self._st[k] = t
+        return 1 if t >= delay else 0
 
     def _covered(self, i):
         """Active faults (other than i) already hold open every FET that fault i opens."""
@@ -292,6 +311,9 @@ class Protection:
     def _set(self, i, val):
         self.faults |= 1 << i
         self._rt[i] = 0
+        self._on[i] = 0  # from now on: the release timer
+        self._kn[i] = 0
+        self._gon[i] = 0
         self.events.add(self._now, EV_FAULT_SET, i, val)
 
     def _clear(self, i, val):
@@ -299,6 +321,8 @@ class Protection:
         self._st[i] = 0
         self._rt[i] = 0
         self._on[i] = 0
+        self._kn[i] = 0
+        self._gon[i] = 0
         self.events.add(self._now, EV_FAULT_CLEAR, i, val)
 
     def _fault(self, i, cond, rel, unk, val, delay, sticky=False):
@@ -312,7 +336,7 @@ class Protection:
             self._clear(i, val)
             return True
         if r == 1:
-            if cond:
+            if cond or (sticky and not unk):
                 self._set(i, val)
             elif not self._covered(i):
                 self._set(i, UNKNOWN)
@@ -329,6 +353,8 @@ class Protection:
         elif r == 1 and cond:
             self.warnings |= bit
             self._rt[k] = 0
+            self._on[k] = 0
+            self._kn[k] = 0
             self.events.add(self._now, EV_WARN_SET, i, val)
 
     def _retry(self, i, cond, rel, unk, hold, val, delay):
@@ -533,6 +559,9 @@ class Protection:
         if ok and cfg_err == 0 and not self.faults & ((1 << F_AFE_LOST) | (1 << F_AFE_CONFIG)):
             d = 0 if (age > c.stale_ms or self._boot) else c.stale_ms
             self._fault(F_AFE_STALE, not complete, complete, False, age, d, True)
+        elif self.faults & (1 << F_AFE_STALE):
+            self._rt[F_AFE_STALE] = 0  # no reading: its release starts again
+            self._on[F_AFE_STALE] = 0
         # New read: the AFE's own trips (device fault, external override) open both FETs.
         new = ok and cfg_err == 0 and snap.seq != self._seq
         self._new = new
@@ -608,7 +637,8 @@ class Protection:
             unk = not known and (_Q_MUST >> q) & 1
             dd = 0 if boot else d
             if f & _T_RETRY:
-                self._retry(i, cond, rel, unk, cond, v, dd)
+                # no retry while the current still flows, or while it is unknown
+                self._retry(i, cond, rel, unk, cond or unk, v, dd)
             elif f & _T_LATCH:
                 bit = 1 << i
                 if not self.faults & bit:
@@ -642,9 +672,10 @@ class Protection:
         v = qv[ft.Q_CELL_MIN] if lo else 0
         if self._fault(F_HW_UV, trips & TRIP_UV, lo and v > self._rel[F_HW_UV], False, v, 0):
             self.ack |= TRIP_UV
-        if self._retry(F_HW_OCD, trips & TRIP_OCD, new, False, False, trips, 0):
+        # Retried only in a cycle with a good read, so the acknowledgement reaches the chip.
+        if self._retry(F_HW_OCD, trips & TRIP_OCD, new, False, not new, trips, 0):
             self.ack |= TRIP_OCD
-        if self._retry(F_SCD, trips & TRIP_SCD, new, False, False, trips, 0):
+        if self._retry(F_SCD, trips & TRIP_SCD, new, False, not new, trips, 0):
             self.ack |= TRIP_SCD
 
     def _decide(self, good):
@@ -713,6 +744,8 @@ class Protection:
                 self._st[i] = 0
                 self._rt[i] = 0
                 self._on[i] = 0
+                self._kn[i] = 0
+                self._gon[i] = 0
                 self.trips[i] = 0
         self.events.add(now_ms, EV_LATCH_RESET, lat, 0)
         return True

@@ -1,6 +1,7 @@
 # fake_bms: a duck-typed stand-in for bms.app's BMS object, for protocol tests.
 #
-#   bms = FakeBms(cells=15)       .snap .prot .est .limits .cfg .events (+ .can / .modbus = None)
+#   bms = FakeBms(cells=15)       .snap .prot .est .limits .cfg .events .status
+#                                 (+ .can / .modbus = None)
 #   bms.set_cells([3300] * 15)    fills cell_mv and derived stats, pack_mv = sum
 # Field names and units follow CONTRIBUTING.md's module contracts. Works under both interpreters.
 from bms.config import Config
@@ -79,6 +80,7 @@ class FakeBms:
         self.prot = FakeProt()
         self.est = FakeEst()
         self.limits = FakeLimits()
+        self.status = Status(cells, n_temps)  # the app's outbound view (registers 49-51)
         self.can = None
         self.modbus = None
         self.set_cells([3300] * cells)
