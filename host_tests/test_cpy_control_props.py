@@ -3,7 +3,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bms.balancing import Balancer, mask_ok
-from bms.bq769x0 import BQ769x0
 from bms.config import Config
 from bms.limits import Limits
 from bms.snapshot import FLAG_CELLS_VALID, FLAG_PACK_VALID, FLAG_TEMPS_VALID, TEMP_INVALID_DC

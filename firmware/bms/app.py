@@ -170,7 +170,7 @@ class Bms:
             from bms.modbus import ModbusServer
 
             self.modbus = ModbusServer(hw.uart, hw.rs485_de, cfg, self.events)
-            self.modbus.on_factory_reset = self.factory_reset
+            self.modbus.on_factory_reset = self.factory_reset  # type: ignore
         self.mqtt = None  # Home Assistant / alerts over Wi-Fi (bms.mqtt), when enabled
         if cfg.mqtt_enable:
             self.open_mqtt()
