@@ -5,6 +5,7 @@
     canmon.py -i slcan -c /dev/ttyACM0 -b 500000
     canmon.py --log build/sim/can.log              a candump log (-L format or classic)
     canmon.py --log can.log --id 351,35C --raw     only some ids, also the raw bytes
+    canmon.py --profile sma --log can.log          decode with tools/dbc/<profile>.dbc
 
 Lines: time, id, message name, then every signal as name=value unit (choices by name).
 Unknown ids print raw. python-can is needed only for live interfaces.
@@ -15,7 +16,12 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DBC = os.path.join(HERE, "bms.dbc")
+DBC = os.path.join(HERE, "bms.dbc")  # pylon + victron frames; per profile: dbc/<profile>.dbc
+
+
+def dbc_path(profile):
+    """The DBC of an inverter profile (can_profile), e.g. tools/dbc/sma.dbc."""
+    return os.path.join(HERE, "dbc", profile + ".dbc")
 
 # (1700000000.123456) can0 351#1402740E740ECC01
 _LOG_L = re.compile(r"^\((\d+(?:\.\d+)?)\)\s+(\S+)\s+([0-9A-Fa-f]{1,8})#([0-9A-Fa-f]*)\s*$")
@@ -108,6 +114,7 @@ def run_live(db, interface, channel, bitrate, ids, raw):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dbc", default=DBC)
+    ap.add_argument("--profile", default="", help="the BMS's can_profile: use its DBC")
     ap.add_argument("--log", help="candump log file instead of a live interface")
     ap.add_argument("-i", "--interface", default="socketcan")
     ap.add_argument("-c", "--channel", default="can0")
@@ -115,7 +122,7 @@ def main(argv=None):
     ap.add_argument("--id", default="", help="comma-separated hex ids to show")
     ap.add_argument("--raw", action="store_true")
     a = ap.parse_args(argv)
-    db = load_db(a.dbc)
+    db = load_db(dbc_path(a.profile) if a.profile else a.dbc)
     ids = set(int(x, 16) for x in a.id.split(",") if x.strip())
     if a.log:
         run_log(db, a.log, ids, a.raw)

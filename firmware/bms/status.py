@@ -14,7 +14,9 @@
 #
 # Semantics (README "What the inverter and the EMS are told"):
 #   chg_enable   charging is allowed NOW: protection allows it, its charge FET command is on,
-#                limits.ccl_ma > 0 and a complete reading exists. ccl_ma is 0 otherwise.
+#                limits.ccl_ma is at least 0.1 A (one count on the wire: a charge enable never
+#                goes out with a CCL that reads 0) and a complete reading exists. ccl_ma is 0
+#                otherwise.
 #   dsg_enable   the same for discharging; dcl_ma is 0 otherwise.
 #   cvl_mv       bms.limits' CVL (held, never tracking the pack voltage, while charging is
 #                blocked), kept within [cells x cell_uv_release_mv, cvl_max_mv].
@@ -36,6 +38,7 @@ from array import array
 from bms.snapshot import FLAG_CELLS_VALID, TEMP_INVALID_DC
 
 _T_DEFAULT_DC = 250  # 25.0 degC: what an SMA SI assumes for an invalid temperature
+_MIN_LIMIT_MA = 100  # 0.1 A: the smallest current limit the protocols can send
 
 
 class Status:
@@ -193,8 +196,8 @@ class Status:
         lim = bms.limits
         cfg = bms.cfg
         ok = self.valid
-        chg = ok and prot.chg_allowed and prot.chg_fet and lim.ccl_ma > 0
-        dsg = ok and prot.dsg_allowed and prot.dsg_fet and lim.dcl_ma > 0
+        chg = ok and prot.chg_allowed and prot.chg_fet and lim.ccl_ma >= _MIN_LIMIT_MA
+        dsg = ok and prot.dsg_allowed and prot.dsg_fet and lim.dcl_ma >= _MIN_LIMIT_MA
         self.chg_enable = bool(chg)
         self.dsg_enable = bool(dsg)
         self.ccl_ma = lim.ccl_ma if chg else 0
