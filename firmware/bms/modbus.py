@@ -63,7 +63,7 @@ LOCK_UNLOCKED = const(1)
 LOCK_HOLDOFF = const(2)  # a wrong PIN was written less than 10 s ago
 LOCK_DISABLED = const(3)  # modbus_pin = 0: no configuration writes over Modbus
 _SCRATCH = const(64)  # bytes read from the UART per call
-_VIEWS = const(4)  # cached memoryviews of the response buffer (by length)
+_VIEWS = const(8)  # cached memoryviews of the response buffer (by length)
 
 
 def _make_table():
