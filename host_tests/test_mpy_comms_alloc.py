@@ -124,7 +124,7 @@ def test_modbus_idle_and_reads_allocate_nothing():
     w0 = uart.written
     micropython.heap_lock()
     try:
-        for k in range(30):
+        for _k in range(30):
             for r in reqs:
                 uart.load(r)
                 srv.poll(bms, t)

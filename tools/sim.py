@@ -15,6 +15,8 @@
 #   --flash DIR      the virtual board's flash (default: next to the log), emptied at start
 #   --rs485 TTY      the firmware's Modbus RTU server on that tty (a PTY end: tools/ptypair.py)
 #   --can-bridge TTY the CAN bus as an SLCAN adapter on that tty (python-can interface "slcan")
+#   --can-shadow P,Q  also encode profiles P, Q from the same state into the candump log
+#                    (channel = profile; simlib.can_shadow), FET commands into CANDUMP.fet
 # The log is CSV, one row per simulated second, first line "# config: {json}", then the
 # header (see COLUMNS). The summary JSON holds the run's figures and, for scenarios with a
 # watched limit, the reaction and recovery times measured at 250 ms resolution.
@@ -80,6 +82,7 @@ def parse_args(argv):
     p.add_argument("--can-bridge", default="")
     p.add_argument("--set", default="")
     p.add_argument("--flash", default="")
+    p.add_argument("--can-shadow", default="")
     return p.parse_args(argv)
 
 
@@ -237,6 +240,14 @@ def main(argv):
         sim.canbus.log_file = open(args.candump, "w")
     bms = Bms(hw, cfg)
     bms.boot()
+    if sim.inverter is not None:
+        sim.inverter.set_profile(cfg.can_profile)  # reads the frames of the BMS's profile
+    shadow = None
+    if args.can_shadow and args.candump:
+        from simlib.can_shadow import CanShadow
+
+        shadow = CanShadow(bms, args.can_shadow.split(","), sim.canbus.log_file,
+                           args.candump + ".fet")
     bleed = _bleed_bound(sim, cfg, bms.afe.cell_groups)
     watch = Watch(scen.watch, cfg) if scen.watch else None
 
@@ -276,6 +287,8 @@ def main(argv):
         for _ in range(substeps):
             sim.advance(250 // substeps)
             bms.comms_cycle(sim.clock.now_ms())
+            if shadow is not None:
+                shadow.poll(bms, sim.clock.now_ms())
         now = sim.clock.now_ms()
         bms.fast_cycle(now)
         if now % 1000 == 0:
@@ -319,6 +332,8 @@ def main(argv):
         log.close()
     if sim.canbus is not None and sim.canbus.log_file is not None:
         sim.canbus.log_file.close()
+    if shadow is not None:
+        shadow.close()
     summary = _summary(args, scen, sim, bms, stats, soc0, t, wall_ms, watch, fault_names)
     summary["bleed"] = bleed
     if args.summary:
