@@ -109,15 +109,8 @@ class CanProtocol:
         self.catmask = m
         self._svc = getattr(can, "service", None)  # bound once: no allocation per poll
         self._has_tto = hasattr(can, "tx_timeout_ms")
-        self.name = None
-        self.prof = None
-        self._frames = ()
-        self._on_rx = None
         self._bufs = []
-        self._n = 0
-        self._due = []  # next due time per frame (a list: times outgrow 32-bit arrays)
-        self._pend = bytearray(0)
-        self._load(cfg.can_profile)
+        self._load(cfg.can_profile)  # name, prof, _frames, _on_rx, _n, _due, _pend
         self._rx = bytearray(8)
         self._last_rx_ms = 0
         self._seen = False
@@ -148,7 +141,7 @@ class CanProtocol:
         if len(self._bufs) < n:
             self._bufs = [bytearray(8) for _ in range(n)]
         self._n = n
-        self._due = [0] * n
+        self._due = [0] * n  # next due time per frame (a list: times outgrow 32-bit arrays)
         self._pend = bytearray(n)
         self._t0 = None
 

@@ -663,7 +663,7 @@ class ModbusServer:
         return 0
 
 
-def _no_factory_reset(now_ms, interface):
+def _no_factory_reset(now, interface):
     """The default factory-reset hook: none (the app installs bms.app.Bms.factory_reset)."""
     if interface < 0:
         return None
