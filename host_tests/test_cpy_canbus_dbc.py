@@ -74,7 +74,8 @@ def expected(prof, s, cfg):
                        "DischargeCurrentLimit": (dcl, 1e-6),
                        "DischargeVoltageLimit": (dvl, 1e-6)}
     soc = min(100.0, max(0.0, s.soc_pct))
-    e["BMS_SOC"] = {"SOC": (soc, 0.5 + 1e-6), "SOH": (min(100.0, s.soh_pct), 0.5 + 1e-6)}
+    # 1 % values are rounded from the 0.01 % integers of the view (double rounding: 0.505)
+    e["BMS_SOC"] = {"SOC": (soc, 0.505 + 1e-6), "SOH": (min(100.0, s.soh_pct), 0.505 + 1e-6)}
     if prof in ("deye", "victron", "sma"):
         e["BMS_SOC"]["SOCHiRes"] = (soc, 0.005 + 1e-6)
     vtol = 0.05 if prof == "solark" else 0.005
