@@ -382,6 +382,11 @@ def test_victron_gx_and_timeout_configurable():
     can.rx.append((0x306, bytes(8)))
     p.poll(bms, 0)
     assert p.present == 1
+    p.poll(bms, 70000)
+    assert p.present == 0
+    can.rx += [(0x305, bytes(8)), (0x306, bytes(8)), (0x307, bytes(8))]  # one SI second
+    p.poll(bms, 90000)
+    assert p.present == 1 and bms.events.get(0)[1:] == (ev.EV_INVERTER, 1, 90)
 
 
 def test_profile_switch_at_run_time():

@@ -172,7 +172,12 @@ class CanProtocol:
             dlc = r[1]
             self.rx_frames += 1
             if cid in ids:
-                self._gap_s = (now_ms - self._last_rx_ms) // 1000 if self._seen else 0
+                # the silence before it, kept for the "back" event (several frames may come
+                # in one poll: only the first after a loss counts)
+                if not self._seen:
+                    self._gap_s = 0
+                elif now_ms - self._last_rx_ms > self.cfg.can_inverter_timeout_ms:
+                    self._gap_s = (now_ms - self._last_rx_ms) // 1000
                 self._last_rx_ms = now_ms
                 self._seen = True
                 if cid == 0x305:
