@@ -1,8 +1,10 @@
 # A simulated 24 h home day (tools/sim.py under micropython, as `make sim` runs it) writes
-# its CAN traffic as a candump log. Every frame in it must decode with tools/bms.dbc
-# (cantools, read with python-can's log reader), and the decoded values must match the
-# simulator's CSV log row of the same simulated second: the frame sent at t + 0.25 s carries
-# the state of the control cycle at t. CPython only (subprocess, cantools).
+# its CAN traffic as a candump log. Every frame in it must decode with tools/dbc/pylon.dbc
+# (the default profile; cantools, read with python-can's log reader), and the decoded values
+# must match the simulator's CSV log row of the same simulated second: the frame sent at
+# t + 0.25 s carries the state of the control cycle at t. A new pack's SOC is uncertain all
+# day: that alone never raises the full-charge request (issue 12), and no force or full
+# charge bit goes out without charge enable. CPython only (subprocess, cantools).
 import csv
 import os
 import subprocess
@@ -29,7 +31,7 @@ def test_can_log_of_a_day_decodes_and_matches_the_log():
     with open(log) as f:
         f.readline()
         rows = {int(r["t_s"]): r for r in csv.DictReader(f)}
-    db = cantools.database.load_file(os.path.join(ROOT, "tools", "bms.dbc"))
+    db = cantools.database.load_file(os.path.join(ROOT, "tools", "dbc", "pylon.dbc"))
     known = {m.frame_id for m in db.messages}
     n = 0
     checked = 0
@@ -38,6 +40,11 @@ def test_can_log_of_a_day_decodes_and_matches_the_log():
         assert msg.arbitration_id in known, hex(msg.arbitration_id)
         sig = db.decode_message(msg.arbitration_id, msg.data)  # raises on a bad frame
         n += 1
+        if msg.arbitration_id == 0x35C:
+            assert sig["FullChargeRequest"] == 0, (msg.timestamp, sig)  # no schedule due
+            assert sig["ForceCharge1"] == 0, (msg.timestamp, sig)  # never
+            if sig["ForceCharge2"]:
+                assert sig["ChargeEnable"] == 1, (msg.timestamp, sig)
         ids.add(msg.arbitration_id)
         t = int(msg.timestamp)
         if t % 30 or not all(k in rows for k in (t - 1, t, t + 1)):

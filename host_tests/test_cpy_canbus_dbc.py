@@ -1,112 +1,134 @@
-# Frames produced by bms.canbus, decoded with cantools and tools/bms.dbc, compared signal by
-# signal with the state that produced them (CPython only).
+# Frames of every profile decoded two ways and compared with the status view that produced
+# them (CPython only): with cantools and the profile's DBC (tools/dbc/<profile>.dbc, every
+# signal checked against an expectation written here, not by the encoders), and the way the
+# peers decode them (host_tests/peer_decoders.py: OpenDTU-OnBattery, mikaabra's Deye-site
+# decoder, ai-republic, bit-7 readers, an unsigned REC logger, a Deye inverter, Sol-Ark,
+# a Victron GX, an SMA Sunny Island). Random states (hypothesis) include every fault, every
+# permission combination and invalid temperatures.
+import math
 import os
 
 import cantools
-from fake_bms import FAULT_NAMES, FakeBms
+import peer_decoders as P
+from fake_bms import FakeBms
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bms import faults
 from bms.canbus import CanProtocol
 from bms.snapshot import TEMP_INVALID_DC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DB = cantools.database.load_file(os.path.join(ROOT, "tools", "bms.dbc"))
+PROFILES = ("pylon", "deye", "solark", "victron", "sma")
+DBS = {p: cantools.database.load_file(os.path.join(ROOT, "tools", "dbc", p + ".dbc"))
+       for p in PROFILES}
 
-# Independent expectation of what each fake fault name means to an inverter (not classify()).
-PYLON = {  # name -> (0x359 signal suffix, 0x35A item)
-    "cell_ov": ("HighVoltage", "HighVoltage"),
-    "cell_uv": ("LowVoltage", "LowVoltage"),
-    "cell_deep_uv": ("LowVoltage", "LowVoltage"),
-    "pack_ov": ("HighVoltage", "HighVoltage"),
-    "pack_uv": ("LowVoltage", "LowVoltage"),
+# What each fault means to an inverter, written out here (independent of bms.faults' column):
+# name -> (0x359 signal suffix or None, 0x35A item)
+MEANING = {
+    "cell_ov": ("HighVoltage", "HighVoltage"), "cell_uv": ("LowVoltage", "LowVoltage"),
+    "pack_ov": ("HighVoltage", "HighVoltage"), "pack_uv": ("LowVoltage", "LowVoltage"),
     "chg_oc": ("ChargeOvercurrent", "ChargeOvercurrent"),
     "dsg_oc": ("DischargeOvercurrent", "DischargeOvercurrent"),
+    "hw_ocd": ("DischargeOvercurrent", "DischargeOvercurrent"),
     "scd": ("DischargeOvercurrent", "ShortCircuit"),
-    "chg_ot": ("HighTemp", "HighTempCharge"),
-    "chg_ut": ("LowTemp", "LowTempCharge"),
-    "dsg_ot": ("HighTemp", "HighTemp"),
-    "dsg_ut": ("LowTemp", "LowTemp"),
-    "fet_ot": ("HighTemp", "HighTemp"),
-    "afe": ("SystemError", "BmsInternal"),
-    "imbalance": (None, "CellImbalance"),
-    "stale": ("SystemError", "BmsInternal"),
+    "chg_ot": ("HighTemp", "HighTempCharge"), "chg_ut": ("LowTemp", "LowTempCharge"),
+    "dsg_ot": ("HighTemp", "HighTemp"), "dsg_ut": ("LowTemp", "LowTemp"),
+    "fet_ot": ("HighTemp", "HighTemp"), "imbalance": (None, "CellImbalance"),
+    "temp_sensor": ("SystemError", "BmsInternal"),
+    "cell_implausible": ("SystemError", "BmsInternal"),
+    "sum_mismatch": ("SystemError", "BmsInternal"), "afe_lost": ("SystemError", "BmsInternal"),
+    "afe_stale": ("SystemError", "BmsInternal"), "xready": ("SystemError", "BmsInternal"),
+    "ovrd": ("SystemError", "BmsInternal"), "hw_ov": ("HighVoltage", "HighVoltage"),
+    "hw_uv": ("LowVoltage", "LowVoltage"), "deep_uv": ("LowVoltage", "LowVoltage"),
+    "afe_config": ("SystemError", "BmsInternal"),
 }
 ITEMS = ("General", "HighVoltage", "LowVoltage", "HighTemp", "LowTemp", "HighTempCharge",
          "LowTempCharge", "DischargeOvercurrent", "ChargeOvercurrent", "Contactor",
-         "ShortCircuit", "BmsInternal", "CellImbalance")
+         "ShortCircuit", "BmsInternal", "CellImbalance", "Reserved13", "Reserved14",
+         "Reserved15")
 FLAGS = ("HighVoltage", "LowVoltage", "HighTemp", "LowTemp", "DischargeOvercurrent",
          "ChargeOvercurrent", "SystemError")
 
 
+def test_meaning_covers_the_fault_table():
+    assert set(MEANING) == set(faults.NAMES)
+
+
 def _names(mask):
-    return [FAULT_NAMES[i] for i in range(len(FAULT_NAMES)) if mask >> i & 1]
+    return [faults.NAMES[i] for i in range(faults.N_FAULTS) if mask >> i & 1]
 
 
-def expected(bms, victron):
-    s = bms.snap
-    p = bms.prot
-    lim = bms.limits
-    cfg = bms.cfg
-    chg_ok = p.chg_allowed and lim.chg_enable
-    dsg_ok = p.dsg_allowed and lim.dsg_enable
-    cvl = lim.cvl_mv
-    if not chg_ok and s.pack_mv >= 100:
-        cvl = min(cvl, s.pack_mv) if cvl >= 100 else s.pack_mv
-    if cvl < 100:
-        cvl = s.pack_mv if s.pack_mv >= 100 else cfg.pack_uv_mv
-    ccl = max(0, lim.ccl_ma) if chg_ok else 0
-    dcl = max(0, lim.dcl_ma) if dsg_ok else 0
-    dvl = lim.dvl_mv if lim.dvl_mv >= 100 else cfg.pack_uv_mv
+def expected(prof, s, cfg):
+    """Every signal of every frame, from the status view s (value, tolerance)."""
+    sma = prof == "sma"
     e = {}
-    e["BMS_Limits"] = {
-        "ChargeVoltageLimit": (cvl / 1000.0, 0.05),
-        "ChargeCurrentLimit": (min(ccl / 1000.0, 3276.7), 0.05),
-        "DischargeCurrentLimit": (min(dcl / 1000.0, 3276.7), 0.05),
-        "DischargeVoltageLimit": (dvl / 1000.0, 0.05),
-    }
-    soc = min(100.0, max(0.0, bms.est.soc_pct))
-    soh = min(100.0, max(0.0, bms.est.soh_pct))
-    e["BMS_SOC"] = {"SOC": (soc, 0.5), "SOH": (soh, 0.5), "SOCHiRes": (soc, 0.005)}
-    t = s.temp_max_dc
+    cvl = math.floor(s.cvl_mv / 100) / 10
+    ccl = min(math.floor(s.ccl_ma / 100) / 10, 3276.7)
+    dcl = min(math.floor(s.dcl_ma / 100) / 10, 3276.7)
+    dvl = math.ceil(s.dvl_mv / 100) / 10
+    if sma:
+        cvl, dvl = min(max(cvl, 41.0), 63.0), min(max(dvl, 41.0), 48.0)
+        ccl, dcl = min(ccl, 120.0), min(dcl, 120.0)
+    e["BMS_Limits"] = {"ChargeVoltageLimit": (cvl, 1e-6), "ChargeCurrentLimit": (ccl, 1e-6),
+                       "DischargeCurrentLimit": (dcl, 1e-6),
+                       "DischargeVoltageLimit": (dvl, 1e-6)}
+    soc = min(100.0, max(0.0, s.soc_pct))
+    # 1 % values are rounded from the 0.01 % integers of the view (double rounding: 0.505)
+    e["BMS_SOC"] = {"SOC": (soc, 0.505 + 1e-6), "SOH": (min(100.0, s.soh_pct), 0.505 + 1e-6)}
+    if prof in ("deye", "victron", "sma"):
+        e["BMS_SOC"]["SOCHiRes"] = (soc, 0.005 + 1e-6)
+    vtol = 0.05 if prof == "solark" else 0.005
     e["BMS_Measurements"] = {
-        "BatteryVoltage": (min(s.pack_mv / 1000.0, 327.67), 0.005),
-        "BatteryCurrent": (max(-3276.7, min(s.current_ma / 1000.0, 3276.7)), 0.05),
-        "BatteryTemperature": ((t / 10.0) if t != TEMP_INVALID_DC else -3276.8, 0.001),
-    }
-    faults = p.faults | p.latched
-    fl = {}
-    for pre, mask in (("Prot", faults), ("Warn", p.warnings)):
-        on = set(PYLON[n][0] for n in _names(mask))
-        for f in FLAGS:
-            fl[pre + f] = (1 if f in on else 0, 0)
-    fl["ModuleCount"] = (cfg.can_modules, 0)
-    fl["MarkerP"] = (ord("P"), 0)
-    fl["MarkerN"] = (ord("N"), 0)
-    fl["OnlineAddress"] = (0, 0)
-    e["BMS_Flags"] = fl
-    fc = lim.force_charge
-    e["BMS_Request"] = {
-        "ChargeEnable": (1 if chg_ok else 0, 0),
-        "DischargeEnable": (1 if dsg_ok else 0, 0),
-        "ForceCharge1": (1 if fc == 1 else 0, 0),
-        "ForceCharge2": (1 if fc == 2 else 0, 0),
-        "FullChargeRequest": (1 if lim.full_charge_req else 0, 0),
-    }
-    name = b"MPY-BMS " if victron else b"PYLON   "
+        "BatteryVoltage": (s.pack_mv / 1000.0, vtol + 1e-6),
+        "BatteryCurrent": (max(-3276.7, min(s.current_ma / 1000.0, 3276.7)), 0.05 + 1e-6),
+        "BatteryTemperature": (s.temp_report_dc / 10.0, 1e-6)}
+    if prof == "deye":
+        e["BMS_Measurements"]["CycleCount"] = (int(s.cycles), 0)
+    name = b"PYLON   " if prof in ("pylon", "deye") else b"MPY-BMS "
     e["BMS_Manufacturer"] = dict(("ManufacturerChar%d" % i, (name[i], 0)) for i in range(8))
-    if victron:
-        alarm = set()
-        warn = set()
-        for n in _names(faults):
-            item = PYLON[n][1]
+    if prof in ("pylon", "deye", "solark"):
+        fl = {}
+        for pre, mask in (("Prot", s.faults), ("Warn", s.warnings)):
+            on = set(MEANING[n][0] for n in _names(mask))
+            if pre == "Warn" and not s.temp_valid:
+                on.add("SystemError")
+            for f in FLAGS:
+                fl[pre + f] = (1 if f in on else 0, 0)
+        fl["ProtByte1Bit7"] = (fl["ProtSystemError"][0] if prof != "solark" else 0, 0)
+        fl["WarnByte3Bit7"] = (0, 0)  # never (ai-republic reads it as charge current high)
+        fl["ModuleCount"] = (cfg.can_modules, 0)
+        fl["MarkerP"] = (ord("P"), 0)
+        fl["MarkerN"] = (ord("N"), 0)
+        fl["Byte7"] = (0, 0)
+        e["BMS_Flags"] = fl
+        chg = s.chg_enable
+        req = {"ChargeEnable": (1 if chg else 0, 0),
+               "DischargeEnable": (1 if s.dsg_enable else 0, 0),
+               "FullChargeRequest": (1 if chg and s.full_charge_req else 0, 0),
+               "Bytes1to7": (0, 0)}
+        if prof == "solark":
+            req["ForcedChargeRequest1"] = (1 if chg and s.force_charge else 0, 0)
+            req["ForcedChargeRequest2"] = (0, 0)
+        else:
+            req["ForceCharge2"] = (1 if chg and s.force_charge else 0, 0)
+            req["ForceCharge1"] = (0, 0)  # never: OpenDTU acts on it alone
+        e["BMS_Request"] = req
+    if prof == "solark":
+        e["BMS_Capacity"] = {"Capacity": (s.capacity_mah // 1000, 0)}
+    if prof in ("victron", "sma"):
+        alarm, warn = set(), set()
+        for n in _names(s.faults):
+            item = MEANING[n][1]
             (warn if item == "LowVoltage" else alarm).add(item)
-        for n in _names(p.warnings):
-            warn.add(PYLON[n][1])
+        for n in _names(s.warnings):
+            warn.add(MEANING[n][1])
+        if not s.temp_valid:
+            warn.add("BmsInternal")
         a = {}
         for pre, raised in (("Alarm", alarm), ("Warn", warn)):
             for it in ITEMS:
-                if it == "Contactor":
+                if it == "Contactor" or it.startswith("Reserved"):
                     v = 0
                 elif it == "General":
                     v = 1 if raised else 2
@@ -114,64 +136,190 @@ def expected(bms, victron):
                     v = 1 if it in raised else 2
                 a[pre + it] = (v, 0)
         e["BMS_Alarms"] = a
-        e["BMS_Info"] = {
-            "BatteryModel": (0, 0),
-            "FirmwareVersion": (0x0100, 0),
-            "OnlineCapacity": (bms.est.capacity_mah // 1000, 0),
-            "ManufacturerId": (0, 0),
-        }
+        ah = s.capacity_mah // 1000
+        e["BMS_Info"] = {"BatteryModel": (0xFFFF if sma else 0, 0),
+                         "FirmwareVersion": (0x0100, 0), "OnlineCapacity": (ah, 0),
+                         "ManufacturerId": (0xFFFF if sma else 0, 0)}
+    if prof == "victron":
         nm = b"MicroPython BMS "
         e["BMS_Name1"] = dict(("Name1Char%d" % i, (nm[i], 0)) for i in range(8))
         e["BMS_Name2"] = dict(("Name2Char%d" % i, (nm[8 + i], 0)) for i in range(8))
-
-        def kelvin(dc):
-            return 0 if dc == TEMP_INVALID_DC else round(dc / 10.0 + 273.15)
-
         e["BMS_CellExtremes"] = {
             "MinCellVoltage": (s.cell_min_mv / 1000.0, 0.0005),
             "MaxCellVoltage": (s.cell_max_mv / 1000.0, 0.0005),
-            "MinCellTemperature": (kelvin(s.temp_min_dc), 0.51),
-            "MaxCellTemperature": (kelvin(s.temp_max_dc), 0.51),
-        }
+            "MinCellTemperature": (round(s.temp_report_min_dc / 10.0 + 273.15), 0.51),
+            "MaxCellTemperature": (round(s.temp_report_dc / 10.0 + 273.15), 0.51)}
     return e
 
 
-def check(bms, victron):
-    p = CanProtocol(None, bms.cfg, bms.events, fault_names=FAULT_NAMES)
-    p.encode(bms)
-    exp = expected(bms, victron)
-    ids = set()
-    for i in range(p._n):
-        cid = p._ids[i]
-        ids.add(cid)
-        msg = DB.get_message_by_frame_id(cid)
-        data = bytes(p._frames[i])
+def frames_of(bms, prof):
+    p = CanProtocol(None, bms.cfg, bms.events)
+    p.encode(bms.status)
+    return [(p._frames[i][0], bytes(p._bufs[i])) for i in range(p._n)]
+
+
+def check_dbc(bms, prof):
+    s = bms.status
+    db = DBS[prof]
+    exp = expected(prof, s, bms.cfg)
+    seen = set()
+    for cid, data in frames_of(bms, prof):
+        msg = db.get_message_by_frame_id(cid)
         assert len(data) == msg.length == 8
         dec = msg.decode(data, decode_choices=False, scaling=True)
         want = exp[msg.name]
-        assert set(want) == set(s.name for s in msg.signals), msg.name  # every signal checked
+        assert set(want) == set(x.name for x in msg.signals), (prof, msg.name)
         for sig, (v, tol) in want.items():
-            assert abs(dec[sig] - v) <= tol + 1e-9, (msg.name, sig, dec[sig], v)
-    assert ids == set(m.frame_id for m in DB.messages if m.senders == ["BMS"]) or not victron
+            assert abs(dec[sig] - v) <= tol, (prof, msg.name, sig, dec[sig], v)
+        seen.add(msg.name)
+    assert seen == set(exp), (prof, set(exp) - seen)
+    assert seen == set(m.name for m in db.messages if m.senders == ["BMS"])
 
 
-def test_reference_state_both_profiles():
-    for prof in ("pylon", "victron"):
+def check_peers(bms, prof):
+    """The rules of issue 12 as each peer sees them."""
+    s = bms.status
+    cfg = bms.cfg
+    fr = frames_of(bms, prof)
+    cvl_max = cfg.cells * cfg.chg_cell_mv / 1000.0
+    blocked = not (s.chg_fet and s.chg_enable)
+    internal = any(MEANING[n][0] == "SystemError" for n in _names(s.faults))
+    decs = []
+    if prof in ("pylon", "deye"):
+        decs = [P.OpenDtu(), P.MikaDeye(), P.AiRepublic(), P.BitSeven(), P.UnsignedRec()]
+        if prof == "deye":
+            decs.append(P.DeyeInverter())
+    elif prof == "solark":
+        decs = [P.SolArk(), P.AiRepublic()]
+    elif prof == "victron":
+        decs = [P.VictronGx(cfg.capacity_mah // 1000), P.UnsignedRec()]
+    else:
+        decs = [P.SunnyIsland(), P.UnsignedRec()]
+    for d in decs:
+        for cid, data in fr:
+            d.feed(cid, data)
+        v = d.v
+        name = type(d).__name__
+        if "cvl_v" in v:
+            assert 0 < v["cvl_v"] <= cvl_max + 1e-9, (prof, name, v)
+        if "temp_c" in v:
+            if name == "UnsignedRec":  # reads it unsigned: a negative value is garbage
+                assert round(v["temp_c"], 1) != 3276.8, (prof, v)  # but never "+3276.8"
+            else:
+                assert -50 < v["temp_c"] < 130, (prof, name, v)  # never the sentinel
+        if blocked:  # the charge FET is commanded off or charging is not enabled
+            for k in ("ccl_a",):
+                if k in v:
+                    assert v[k] == 0, (prof, name, v)
+            for k in ("charge_enabled", "charge_immediately", "charge_enable", "force_charge_1",
+                      "charge", "force", "force_charge", "full_charge", "forced_1",
+                      "forced_2", "full"):
+                assert not v.get(k, False), (prof, name, k, v)
+        if isinstance(d, P.OpenDtu):
+            assert not d.charge_immediately  # b5: never (OpenDTU would act on it alone)
+            assert v["alarm_bms_internal"] == internal
+            assert v["manufacturer"] == "PYLON   "
+            assert v["soc"] == min(100, (s.soc_cpct + 50) // 100)
+        if isinstance(d, P.MikaDeye):
+            assert d.errors == 0 and d.ignored == 0, (prof, d.errors, d.ignored)
+            assert v["system_error"] == internal and not v["comms_fail"]
+        if isinstance(d, P.BitSeven):
+            assert v["system_error"] == internal
+        if isinstance(d, P.AiRepublic):
+            assert not v["charge_current_high_warning"]
+            assert v["cell_temp_high_alarm"] == internal
+        if isinstance(d, P.DeyeInverter):
+            assert v["recognised"] and d.w31 == 0
+            assert abs(v["voltage_v"] - s.pack_mv / 1000) < 0.01
+        if isinstance(d, P.SolArk):
+            assert d.rejected == 0 and d.nonzero_reserved == 0
+            assert abs(v["voltage_v"] - s.pack_mv / 1000) < 0.06
+        if isinstance(d, P.VictronGx):
+            assert not d.pylontech
+            cvl, ccl = d.effective()
+            if blocked:
+                assert ccl == 0
+        if isinstance(d, P.SunnyIsland):
+            assert d.out_of_range == 0 and d.foreign_ids == 0, (d.out_of_range, d.foreign_ids)
+            if blocked:
+                assert d.v["ccl_a"] == 0
+
+
+def _state(bms, faults_mask, warnings, latched, chg_allowed, dsg_allowed, chg_fet, dsg_fet, cvl,
+           ccl, dcl, soc, soh, cur, temps, die, cells, fc, full, cycles):
+    bms.set_cells(cells)
+    bms.snap.temp_dc[0] = temps[0]
+    bms.snap.temp_dc[1] = temps[1]
+    bms.snap.die_temp_dc = die
+    bms.snap.update_stats()
+    bms.snap.current_ma = cur
+    p = bms.prot
+    p.faults, p.warnings, p.latched = faults_mask | latched, warnings, latched
+    p.chg_allowed, p.dsg_allowed, p.chg_fet, p.dsg_fet = chg_allowed, dsg_allowed, chg_fet, dsg_fet
+    lim = bms.limits
+    lim.cvl_mv, lim.ccl_ma, lim.dcl_ma = cvl, ccl, dcl
+    lim.force_charge, lim.full_charge_req = fc, full
+    bms.est.soc_pct, bms.est.soh_pct, bms.est.cycles = soc, soh, cycles
+    bms.fill()
+
+
+def test_reference_state_every_profile():
+    for prof in PROFILES:
         bms = FakeBms(can_profile=prof, can_modules=10)
         bms.snap.current_ma = -123456
-        bms.prot.faults = 1 << FAULT_NAMES.index("cell_ov")
-        bms.prot.warnings = (1 << FAULT_NAMES.index("chg_oc")) | (
-            1 << FAULT_NAMES.index("imbalance"))
+        bms.prot.faults = 1 << faults.F_CELL_OV
+        bms.prot.warnings = (1 << faults.F_CHG_OC) | (1 << faults.F_IMBALANCE)
         bms.limits.force_charge = 1
-        check(bms, prof == "victron")
+        bms.fill()
+        check_dbc(bms, prof)
+        check_peers(bms, prof)
 
 
-def test_every_dbc_message_is_produced_or_received():
-    # BMS-sent messages are the victron set; inverter messages are consumed by the RX path
-    names = set(m.name for m in DB.messages)
-    assert {"Inverter_Heartbeat", "Inverter_Id"} <= names
-    for m in DB.messages:
-        assert m.length == 8
+def test_every_fault_alone_every_profile():
+    for prof in PROFILES:
+        for i in range(faults.N_FAULTS):
+            bms = FakeBms(can_profile=prof)
+            bms.prot.faults = 1 << i
+            bms.prot.warnings = 1 << i
+            bms.fill()
+            check_dbc(bms, prof)
+            check_peers(bms, prof)
+
+
+_MASK = (1 << faults.N_FAULTS) - 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prof=st.sampled_from(PROFILES),
+    faults_mask=st.integers(0, _MASK), warnings=st.integers(0, _MASK),
+    latched=st.sampled_from((0, 1 << faults.F_DEEP_UV, 1 << faults.F_CHG_OC)),
+    chg_allowed=st.booleans(), dsg_allowed=st.booleans(), chg_fet=st.booleans(),
+    dsg_fet=st.booleans(),
+    cvl=st.integers(0, 70000), ccl=st.integers(0, 400000), dcl=st.integers(0, 400000),
+    soc=st.floats(0, 100), soh=st.floats(50, 100), cur=st.integers(-3000000, 3000000),
+    temps=st.lists(st.one_of(st.integers(-400, 900), st.just(TEMP_INVALID_DC)), min_size=2,
+                   max_size=2),
+    die=st.one_of(st.integers(-400, 1200), st.just(TEMP_INVALID_DC)),
+    cells=st.lists(st.integers(2500, 3650), min_size=15, max_size=15),
+    fc=st.sampled_from((0, 1)), full=st.booleans(), cycles=st.floats(0, 6000),
+)
+def test_random_states_decode_to_the_status(prof, faults_mask, warnings, latched, chg_allowed,
+                                            dsg_allowed, chg_fet, dsg_fet, cvl, ccl, dcl, soc,
+                                            soh, cur, temps, die, cells, fc, full, cycles):
+    bms = FakeBms(can_profile=prof, can_modules=3)
+    _state(bms, faults_mask, warnings, latched, chg_allowed, dsg_allowed, chg_fet, dsg_fet, cvl,
+           ccl, dcl, soc, soh, cur, temps, die, cells, fc, full, cycles)
+    check_dbc(bms, prof)
+    check_peers(bms, prof)
+
+
+def test_bms_dbc_alias_decodes_pylon_and_victron_frames():
+    db = cantools.database.load_file(os.path.join(ROOT, "tools", "bms.dbc"))
+    for prof in ("pylon", "victron"):
+        bms = FakeBms(can_profile=prof)
+        for cid, data in frames_of(bms, prof):
+            db.decode_message(cid, data)
 
 
 def test_inverter_frames_decode_and_count_as_presence():
@@ -189,66 +337,23 @@ def test_inverter_frames_decode_and_count_as_presence():
         def send(self, *a):
             return True
 
-    hb = DB.get_message_by_name("Inverter_Heartbeat").encode(
+    db = DBS["sma"]
+    hb = db.get_message_by_name("Inverter_Heartbeat").encode(
         {"InverterVoltage": 52.3, "InverterCurrent": -10.5, "InverterTemperature": 21.0,
          "InverterSOC": 55.0})
-    vid = DB.get_message_by_name("Inverter_Id").encode(
+    bms = FakeBms(can_profile="sma")
+    p = CanProtocol(Can([(0x305, hb), (0x306, bytes(8))]), bms.cfg, bms.events)
+    p.poll(bms, 5000)
+    assert p.present == 1
+    d = db.get_message_by_frame_id(0x305).decode(bytes(p.inv_data))
+    assert abs(d["InverterCurrent"] + 10.5) < 1e-9
+    vid = DBS["victron"].get_message_by_name("Inverter_Id").encode(
         {"InverterIdWord": 0x3412, "InverterIdChar4": ord("V"), "InverterIdChar5": ord("I"),
          "InverterIdChar6": ord("C"), "InverterIdChar7": 0})
-    bms = FakeBms()
-    p = CanProtocol(Can([(0x305, hb), (0x307, vid)]), bms.cfg, bms.events,
-                    fault_names=FAULT_NAMES)
+    bms = FakeBms(can_profile="victron")
+    p = CanProtocol(Can([(0x307, vid)]), bms.cfg, bms.events)
     p.poll(bms, 5000)
     assert p.present == 1 and p.victron_gx
-    d = DB.get_message_by_frame_id(0x305).decode(bytes(p.inv_data))
-    assert abs(d["InverterCurrent"] + 10.5) < 1e-9
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    victron=st.booleans(),
-    faults=st.integers(0, 0xFFFF),
-    warnings=st.integers(0, 0xFFFF),
-    latched=st.integers(0, 0xFFFF),
-    chg_allowed=st.booleans(),
-    dsg_allowed=st.booleans(),
-    chg_enable=st.booleans(),
-    dsg_enable=st.booleans(),
-    cvl=st.integers(0, 65000),
-    ccl=st.integers(-10000, 4000000),
-    dcl=st.integers(-10000, 4000000),
-    dvl=st.integers(0, 65000),
-    soc=st.floats(0, 100),
-    soh=st.floats(0, 100),
-    pack=st.integers(0, 65000),
-    cur=st.integers(-3000000, 3000000),
-    temps=st.lists(st.one_of(st.integers(-400, 900), st.just(TEMP_INVALID_DC)), min_size=2,
-                   max_size=2),
-    cells=st.lists(st.integers(1000, 4500), min_size=15, max_size=15),
-    fc=st.sampled_from((0, 1, 2)),
-    full=st.booleans(),
-    modules=st.integers(1, 32),
-)
-def test_random_states_decode_to_the_state(victron, faults, warnings, latched, chg_allowed,
-                                           dsg_allowed, chg_enable, dsg_enable, cvl, ccl, dcl,
-                                           dvl, soc, soh, pack, cur, temps, cells, fc, full,
-                                           modules):
-    bms = FakeBms(can_profile="victron" if victron else "pylon", can_modules=modules)
-    bms.set_cells(cells)
-    bms.snap.temp_dc[0] = temps[0]
-    bms.snap.temp_dc[1] = temps[1]
-    bms.snap.update_stats()
-    bms.snap.pack_mv = pack
-    bms.snap.current_ma = cur
-    p = bms.prot
-    p.faults, p.warnings, p.latched = faults, warnings, latched
-    p.chg_allowed, p.dsg_allowed = chg_allowed, dsg_allowed
-    lim = bms.limits
-    lim.chg_enable, lim.dsg_enable = chg_enable, dsg_enable
-    lim.cvl_mv, lim.ccl_ma, lim.dcl_ma, lim.dvl_mv = cvl, ccl, dcl, dvl
-    lim.force_charge, lim.full_charge_req = fc, full
-    bms.est.soc_pct, bms.est.soh_pct = soc, soh
-    check(bms, victron)
 
 
 def test_candump_log_from_the_emulator_decodes_with_canmon(tmp_path):
@@ -262,12 +367,13 @@ def test_candump_log_from_the_emulator_decodes_with_canmon(tmp_path):
     log = tmp_path / "can.log"
     bus.log_file = open(log, "w")
     emu = MCP2515Emu(bus)
-    Inverter(bus)
+    Inverter(bus, profile="victron")
     bms = FakeBms(can_profile="victron")
     bms.snap.current_ma = -4200
+    bms.fill()
     drv = M.MCP2515(emu.spi, emu.cs)
     drv.init()
-    p = CanProtocol(drv, bms.cfg, bms.events, fault_names=FAULT_NAMES)
+    p = CanProtocol(drv, bms.cfg, bms.events)
     t = 0
     for _ in range(25):
         bus.set_time(t)
@@ -281,7 +387,8 @@ def test_candump_log_from_the_emulator_decodes_with_canmon(tmp_path):
     assert ids.count(0x351) == 3 and 0x305 in ids
     t356 = [f for f in frames if f[2] == 0x356][0]
     assert t356[0] == 0.0
-    d = DB.get_message_by_frame_id(0x356).decode(t356[4])
+    db = canmon.load_db(canmon.dbc_path("victron"))
+    d = db.get_message_by_frame_id(0x356).decode(t356[4])
     assert abs(d["BatteryCurrent"] + 4.2) < 1e-9
     out = []
 
@@ -289,5 +396,5 @@ def test_candump_log_from_the_emulator_decodes_with_canmon(tmp_path):
         def write(self, s):
             out.append(s)
 
-    assert canmon.run_log(DB, str(log), {0x356}, False, W()) == 3
+    assert canmon.run_log(db, str(log), {0x356}, False, W()) == 3
     assert "BatteryCurrent=-4.2 A" in out[0]

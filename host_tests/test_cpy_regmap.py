@@ -2,7 +2,7 @@
 import os
 import sys
 
-from fake_bms import FAULT_NAMES, FakeBms
+from fake_bms import FakeBms
 
 from bms import regmap
 from bms.canbus import CanProtocol
@@ -37,7 +37,7 @@ class NullCan:
 
 def _bms():
     bms = FakeBms(modbus_pin=1234)
-    bms.can = CanProtocol(NullCan(), bms.cfg, bms.events, fault_names=FAULT_NAMES)
+    bms.can = CanProtocol(NullCan(), bms.cfg, bms.events)
     bms.modbus = ModbusServer(NullUart(), None, bms.cfg, bms.events)
     return bms
 
@@ -80,9 +80,10 @@ def test_every_register_resolvable_on_the_fake_and_the_real_parts():
         from bms.estimator import Estimator
         from bms.limits import Limits
         from bms.protection import Protection
+        from bms.status import Status
 
         real = {"prot": Protection(bms.cfg, bms.events), "est": Estimator(bms.cfg, bms.events),
-                "limits": Limits(bms.cfg)}
+                "limits": Limits(bms.cfg), "status": Status(15, 2)}
     except (ImportError, TypeError):
         pass
     names = set(f[0] for f in FIELDS)

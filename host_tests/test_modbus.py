@@ -1,9 +1,12 @@
-# Modbus RTU server on a fake UART (CPython and MicroPython).
+# Modbus RTU server on a fake UART (CPython and MicroPython): framing, the register map read
+# from the status view, the exception policy (01 locked / unknown function, 02 address, 03
+# value, 04 device failure), broadcasts executed without an answer, the lock state register,
+# the pack identity read-only.
 from fake_bms import FakeBms
 
 from bms import events as ev
 from bms import regmap
-from bms.config import field_index
+from bms.config import ConfigError, field_index
 from bms.modbus import ModbusServer, Rs485, crc16
 
 UNLOCK = regmap.UNLOCK_ADDR
@@ -36,8 +39,8 @@ class FakeUart:
     def any(self):
         return len(self.rx)
 
-    def readinto(self, buf):
-        n = min(len(buf), len(self.rx))
+    def readinto(self, buf, nbytes=None):
+        n = min(len(buf) if nbytes is None else nbytes, len(self.rx))
         for i in range(n):
             buf[i] = self.rx[i]
         self.rx = self.rx[n:]
@@ -89,6 +92,7 @@ class Rig:
 
     def xfer(self, req, chunks=1):
         """Send a request (optionally split), poll through the silence; the response or None."""
+        self.bms.fill(self.t)  # the app fills the status view every cycle
         self.uart.out = []
         step = (len(req) + chunks - 1) // chunks
         for i in range(0, len(req), step):
@@ -131,6 +135,10 @@ ADDR = {
     "cfg_cells": 1001,
     "cfg_capacity_mah": 1002,
     "cfg_dsg_max_ma": 1409,
+    "shunt_uohm": 1004,
+    "cvl_mv": 80,
+    "lock_state": 202,
+    "cfg_chg_oc_ma": 1029,
     "cfg_cell_ov_mv": 1010,
     "cfg_cell_ov_release_mv": 1011,
 }
@@ -181,9 +189,11 @@ def test_exceptions_01_02_03():
 
 
 def test_locked_write_refused_and_logged():
+    # locked: 01 (MBAP section 7: the server is in the wrong state for this request)
     r = Rig(modbus_pin=1234)
     before = r.bms.cfg.cell_ov_mv
-    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 4
+    assert r.regs(ADDR["lock_state"], 1) == [0]
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 1
     assert r.bms.cfg.cell_ov_mv == before
     e = r.bms.events.get(0)
     assert e[1:] == (ev.EV_CONFIG_REJECT, field_index("cell_ov_mv"), 3600)
@@ -219,14 +229,14 @@ def test_unlock_then_write_validated():
 def test_32bit_and_enum_config_registers():
     r = Rig(modbus_pin=42)
     r.xfer(write1(1, UNLOCK, 42))
-    a = ADDR["cfg_dsg_max_ma"]
+    a = ADDR["cfg_chg_oc_ma"]
     assert r.exc(write1(1, a, 1)) == 2  # half of a 32-bit register
     assert r.exc(write1(1, a + 1, 1)) == 2
-    resp = r.xfer(write_n(1, a, [70000 >> 16, 70000 & 0xFFFF]))
+    resp = r.xfer(write_n(1, a, [45000 >> 16, 45000 & 0xFFFF]))
     assert resp is not None and resp[1] == 16
-    assert r.bms.cfg.dsg_max_ma == 70000
+    assert r.bms.cfg.chg_oc_ma == 45000
     w = r.regs(a, 2)
-    assert w[0] << 16 | w[1] == 70000
+    assert w[0] << 16 | w[1] == 45000
     # the pack's identity comes from the board file: read-only, also while unlocked
     a = ADDR["cfg_capacity_mah"]
     w = r.regs(a, 2)
@@ -237,10 +247,34 @@ def test_32bit_and_enum_config_registers():
     assert r.bms.cfg.capacity_mah == 100000 and r.bms.cfg.cells == 15
     pa = 1600  # cfg_can_profile
     assert r.regs(pa, 1) == [0]
-    r.xfer(write1(1, pa, 1))
-    assert r.bms.cfg.can_profile == "victron"
+    for i, name in enumerate(("pylon", "victron", "sma", "deye", "solark")):
+        r.xfer(write1(1, pa, i))
+        assert r.bms.cfg.can_profile == name and r.regs(pa, 1) == [i]
     r.t += 2000
     assert r.exc(write1(1, pa, 7)) == 3  # no such choice
+
+
+def test_pack_identity_read_only():
+    # chemistry, cells, capacity and shunt of a live pack cannot be changed over the bus
+    # (02, unlocked or not), alone or inside a multi-register write
+    r = Rig(modbus_pin=42)
+    r.bms.cfg.identity_locked = True
+    before = r.bms.cfg.as_dict()
+    gen = r.bms.cfg.generation
+    for unlocked in (False, True):
+        if unlocked:
+            r.xfer(write1(1, UNLOCK, 42))
+        assert r.exc(write1(1, ADDR["cfg_chemistry"], 1)) == 2
+        assert r.exc(write1(1, ADDR["cfg_cells"], 4)) == 2
+        assert r.exc(write_n(1, ADDR["cfg_capacity_mah"], [0, 50000 >> 8])) == 2
+        assert r.exc(write_n(1, ADDR["shunt_uohm"], [0, 500])) == 2
+        assert r.exc(write_n(1, 1000, [1, 4, 0, 2000])) == 2
+        # a write that starts at a writable register and runs into the identity: 02 too
+        assert r.exc(write_n(1, 999, [0, 1])) == 2
+    assert r.bms.cfg.as_dict() == before and r.bms.cfg.generation == gen
+    w = r.regs(ADDR["shunt_uohm"], 2)
+    assert w[0] << 16 | w[1] == 1000
+    assert r.regs(ADDR["cfg_chemistry"], 1) == [0]
 
 
 def test_wrong_pin_holdoff_and_relock():
@@ -248,15 +282,16 @@ def test_wrong_pin_holdoff_and_relock():
     assert r.exc(write1(1, UNLOCK, 1111)) == 3
     assert not r.srv.unlocked
     assert r.bms.events.get(0)[1:] == (ev.EV_UNLOCK, 0, 1)
-    assert r.exc(write1(1, UNLOCK, 1234)) == 4  # hold-off after a wrong PIN
+    assert r.regs(ADDR["lock_state"], 1) == [2]
+    assert r.exc(write1(1, UNLOCK, 1234)) == 1  # hold-off after a wrong PIN: wrong state
     r.t += 11000
     r.xfer(write1(1, UNLOCK, 1234))
-    assert r.srv.unlocked
+    assert r.srv.unlocked and r.regs(ADDR["lock_state"], 1) == [1]
     r.t += 61000
     r.srv.poll(r.bms, r.t)
     assert not r.srv.unlocked
     assert r.bms.events.get(0)[1:] == (ev.EV_UNLOCK, 0, 1)
-    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 4
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 1
     # writing 0 locks at once
     r.xfer(write1(1, UNLOCK, 1234))
     r.xfer(write1(1, UNLOCK, 0))
@@ -265,9 +300,83 @@ def test_wrong_pin_holdoff_and_relock():
 
 def test_pin_zero_disables_config_writes():
     r = Rig()  # default modbus_pin = 0
-    assert r.exc(write1(1, UNLOCK, 1234)) == 4
-    assert r.exc(write1(1, UNLOCK, 1)) == 4
+    assert r.regs(ADDR["lock_state"], 1) == [3]
+    assert r.exc(write1(1, UNLOCK, 1234)) == 1
+    assert r.exc(write1(1, UNLOCK, 1)) == 1
+    assert r.exc(write1(1, ADDR["cfg_cell_ov_mv"], 3600)) == 1
     assert not r.srv.unlocked
+
+
+def test_device_failure_only_when_the_hardware_refuses():
+    # A valid value the AFE hook refuses: 04. A value against the configuration's own
+    # rules: 03 (the hook is not even asked).
+    r = Rig(modbus_pin=5)
+    calls = []
+
+    def afe_hook(cfg, new):
+        calls.append(new["hw_cell_ov_mv"])
+        if new["hw_cell_ov_mv"] != cfg.hw_cell_ov_mv:
+            raise ConfigError("hw_cell_ov_mv", "the AFE did not hold it")
+
+    r.bms.cfg.hooks.append(afe_hook)
+    r.xfer(write1(1, UNLOCK, 5))
+    a = 1019  # cfg_hw_cell_ov_mv
+    before = r.bms.cfg.hw_cell_ov_mv
+    assert r.exc(write1(1, a, before + 20)) == 4
+    assert r.exc(write1(1, a, 9999)) == 3  # out of range: the hook never sees it
+    assert r.bms.cfg.hw_cell_ov_mv == before and len(calls) == 1
+    # factory reset: refused by the device -> 04; no reset offered -> 01; bad value -> 03
+    r.srv.on_factory_reset = lambda now, itf: ConfigError("x", "AFE not reachable")
+    assert r.exc(write1(1, 201, 1)) == 4
+    assert r.exc(write1(1, 201, 2)) == 3
+    r2 = Rig(modbus_pin=5)
+    r2.xfer(write1(1, UNLOCK, 5))
+    assert r2.exc(write1(1, 201, 1)) == 1
+
+
+def test_broadcast_writes_executed_never_answered():
+    # MODBUS over Serial Line V1.02 2.1: a server executes a broadcast write and sends no
+    # reply, not even an exception. Reads to unit 0 are ignored.
+    r = Rig(modbus_pin=77)
+    assert r.xfer(write1(0, ADDR["cfg_cell_ov_mv"], 3600)) is None  # locked: nothing
+    assert r.bms.cfg.cell_ov_mv != 3600
+    assert r.xfer(write1(0, UNLOCK, 77)) is None  # the PIN by broadcast unlocks
+    assert r.srv.unlocked
+    assert r.xfer(write1(0, ADDR["cfg_cell_ov_mv"], 3600)) is None
+    assert r.bms.cfg.cell_ov_mv == 3600
+    assert r.xfer(write_n(0, ADDR["cfg_cell_ov_mv"], [3700, 3600])) is None
+    assert r.bms.cfg.cell_ov_mv == 3700 and r.bms.cfg.cell_ov_release_mv == 3600
+    r.t += 2000
+    assert r.xfer(write1(0, ADDR["cfg_cell_ov_mv"], 9999)) is None  # refused, silently
+    assert r.bms.cfg.cell_ov_mv == 3700
+    assert r.xfer(write1(0, ADDR["cfg_chemistry"], 1)) is None
+    assert r.bms.cfg.chemistry == "lfp"
+    assert r.xfer(read_req(0, 3, 0, 1)) is None
+    assert r.xfer(frame(0, 0x2B, 0x0E, 1, 0)) is None
+    assert r.srv.broadcasts == 6 and r.srv.exceptions == 0 and r.srv.frames == 0
+    w = r.regs(158, 2)
+    assert w[0] << 16 | w[1] == 6
+
+
+def test_registers_read_the_status_view():
+    # What the EMS reads is what the inverter is told: the status view, gated permissions.
+    r = Rig()
+    lim = r.bms.limits
+    lim.force_charge = 1
+    lim.full_charge_req = True
+    r.bms.prot.chg_fet = False  # protection commands the charge FET off
+    regs = r.regs(80, 17)
+    st = r.bms.status
+    cvl = regs[0] << 16 | regs[1]
+    assert cvl == st.cvl_mv and 0 < cvl <= st.cvl_max_mv
+    assert regs[2:4] == [0, 0]  # CCL 0 while charging is not enabled
+    assert regs[4] << 16 | regs[5] == lim.dcl_ma
+    assert regs[8:12] == [0, 1, 0, 0]  # chg_enable, dsg_enable, force, full
+    assert regs[15] << 16 | regs[16] == st.cvl_max_mv == 15 * r.bms.cfg.chg_cell_mv
+    assert r.regs(33, 2) == [0, 1]  # FET commands
+    r.bms.prot.chg_fet = True
+    regs = r.regs(80, 12)
+    assert regs[2] << 16 | regs[3] == lim.ccl_ma and regs[8:12] == [1, 1, 1, 1]
 
 
 def test_malformed_frames_ignored():

@@ -84,7 +84,7 @@ def test_discovery_configs_carry_the_required_keys_and_units():
 def _status():
     st = Status(4, 2)
     st.valid = True
-    st.slow_valid = True
+    st.ready = True
     st.t_ms = 12750
     st.pack_mv = 13250
     st.current_ma = -12345

@@ -389,7 +389,21 @@ class Bms:
         if code == 3:
             raise CtlError("wrong PIN: the BMS refuses further unlocking for %d s (give its "
                            "modbus_pin with --pin)" % PIN_HOLDOFF_S, EXIT_REFUSED)
-        if code == 4:
+        if code in (1, 4):  # 1: the server is in the wrong state (map v2); 4: older firmware
+            state = None
+            if "lock_state" in self.by_name:
+                try:
+                    state = self.read_rows([self.by_name["lock_state"]])["lock_state"]
+                except CtlError:
+                    state = None
+            if state == 3:
+                raise CtlError("configuration over Modbus is off on this BMS (modbus_pin = 0): "
+                               "set a PIN on the REPL, bms.set('modbus_pin', 1234)",
+                               EXIT_REFUSED)
+            if state == 2:
+                raise CtlError("unlock refused: a wrong PIN was tried in the last %d s; wait "
+                               "%d s, then try again" % (PIN_HOLDOFF_S, PIN_HOLDOFF_S),
+                               EXIT_REFUSED)
             raise CtlError("unlock refused: a wrong PIN was tried in the last %d s (wait %d s, "
                            "then try again), or Modbus configuration is off on this BMS "
                            "(modbus_pin = 0: set a PIN on the REPL, bms.set('modbus_pin', "
@@ -533,9 +547,15 @@ def cmd_set(b, a):
         else:
             words = [value & 0xFFFF]
         code = b.link.write(r["address"], words)
-        if code == 4:
+        if code == 1:
             raise CtlError("configuration is locked: the unlock did not hold (another client "
                            "locked it?); try again with --pin", EXIT_REFUSED)
+        if code == 2:
+            raise CtlError("%s is read-only on this BMS" % short_name(r["name"]), EXIT_REFUSED)
+        if code == 4:
+            raise CtlError("the BMS could not apply %s = %s: its AFE did not take the hardware "
+                           "limit (see the event log: bms.log() on the REPL)" % (
+                               short_name(r["name"]), show(r, value)), EXIT_REFUSED)
         if code == 3:
             raise CtlError("the BMS refused %s = %s: a rule of its configuration (its firmware "
                            "may differ from these tools; see 'config')" % (

@@ -5,6 +5,7 @@
     canmon.py -i slcan -c /dev/ttyACM0 -b 500000
     canmon.py --log build/sim/can.log              a candump log (-L format or classic)
     canmon.py --log can.log --id 351,35C --raw     only some ids, also the raw bytes
+    canmon.py --profile sma --log can.log          decode with tools/dbc/<profile>.dbc
 
 Lines: time, id, message name, then every signal as name=value unit (choices by name).
 Unknown ids print raw. python-can is needed only for live interfaces.
@@ -25,7 +26,12 @@ class MonError(Exception):
     pass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DBC = os.path.join(HERE, "bms.dbc")
+DBC = os.path.join(HERE, "bms.dbc")  # pylon + victron frames; per profile: dbc/<profile>.dbc
+
+
+def dbc_path(profile):
+    """The DBC of an inverter profile (can_profile), e.g. tools/dbc/sma.dbc."""
+    return os.path.join(HERE, "dbc", profile + ".dbc")
 
 # (1700000000.123456) can0 351#1402740E740ECC01
 _LOG_L = re.compile(r"^\((\d+(?:\.\d+)?)\)\s+(\S+)\s+([0-9A-Fa-f]{1,8})#([0-9A-Fa-f]*)\s*$")
@@ -171,6 +177,8 @@ def run_live(db, interface, channel, bitrate, ids, raw):
 def main(argv=None):
     ap = Parser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--dbc", default=DBC, help="DBC file (default tools/bms.dbc)")
+    ap.add_argument("--profile", default="", help="the BMS's can_profile: use its DBC "
+                    "(tools/dbc/PROFILE.dbc)")
     ap.add_argument("--log", help="candump log file instead of a live interface")
     ap.add_argument("-i", "--interface", default="socketcan", help="python-can interface")
     ap.add_argument("-c", "--channel", default="can0", help="its channel (default can0)")
@@ -182,7 +190,13 @@ def main(argv=None):
         ids = parse_ids(a.id)
         if a.bitrate < 0:
             raise MonError("--bitrate %d: above 0" % a.bitrate)
-        db = load_db(a.dbc)
+        if a.profile:
+            import glob
+
+            known = sorted(os.path.basename(p)[:-4] for p in glob.glob(dbc_path("*")))
+            if a.profile not in known:
+                raise MonError("--profile %s: one of %s" % (a.profile, ", ".join(known)))
+        db = load_db(dbc_path(a.profile) if a.profile else a.dbc)
         if a.log:
             run_log(db, a.log, ids, a.raw)
         else:

@@ -291,12 +291,21 @@ def render_md(rows):
     a("* Register = firmware value x scale, in the unit of the Unit column (`soc`: percent "
       "x 100 = 0.01 % per count). Values outside a type's range are clamped, never wrapped. "
       "Cells or thermistors the pack does not have read 0.")
-    a("* Exceptions: 01 unknown function; 02 an address in the request is not mapped (reads) "
-      "or not writable (writes); 03 bad quantity/byte count, a value outside the field's "
-      "range, a rule of the configuration violated, or a wrong PIN; **04 configuration is "
-      "locked**. Broadcasts (unit 0) are ignored.")
+    a("* Exceptions (MODBUS Application Protocol V1.1b3 section 7): **01** an unknown "
+      "function code, or a write while configuration writes are locked (the server is in "
+      "the wrong state for this request: read `lock_state`); **02** an address in the "
+      "request is not mapped (reads) or not writable (writes: read-only registers such as "
+      "the pack identity, half of a 32-bit register); **03** bad quantity/byte count, a "
+      "value outside the field's range, a rule of the configuration violated, or a wrong "
+      "PIN; **04** only when a valid change could not be carried out by the hardware (the "
+      "AFE did not take new hardware limits).")
+    a("* Broadcasts (unit 0, MODBUS over Serial Line V1.02 section 2.1): writes (FC 6, 16) "
+      "are executed exactly as addressed ones (same lock, PIN and validation) and never "
+      "answered, not even with an exception; reads and other functions to unit 0 are "
+      "ignored. Counted in `modbus_broadcasts`.")
     a("* Unlock: write the PIN (`modbus_pin`, set on the REPL or in the config file; 0 = "
-      "Modbus configuration writes disabled) to register `unlock`. Writes are then accepted "
+      "Modbus configuration writes disabled) to register `unlock` (`lock_state` tells the "
+      "state: 0 locked, 1 unlocked, 2 hold-off, 3 disabled). Writes are then accepted "
       "until `modbus_unlock_ms` (default 5 min) pass without an accepted write; writing 0 "
       "to `unlock` locks at once. After a wrong PIN further attempts are refused for 10 s. "
       "Every accepted change is logged (EV_CONFIG), every refused one (EV_CONFIG_REJECT, at "
@@ -305,9 +314,12 @@ def render_md(rows):
       "(`Config.update`): a multi-register write is applied atomically or not at all. "
       "Hardware limits (`hw_*`) are programmed into the AFE and read back before the write "
       "is answered; a value the AFE cannot place outside its software limit is refused (03).")
-    a("* The pack's identity (chemistry, cells, capacity) comes from the board file and is "
-      "read-only. `factory_reset`: write 1 while unlocked to put the configuration back to "
-      "the board's defaults (logged as EV_CONFIG_RESET).")
+    a("* The pack's identity (chemistry, cells, capacity, shunt) comes from the board file "
+      "and is read-only (exception 02 on a write). `factory_reset`: write 1 while unlocked "
+      "to put the configuration back to the board's defaults (logged as EV_CONFIG_RESET).")
+    a("* Measurements, limits, permissions, flags, SOC/SOH and faults are read from the "
+      "status view (`bms.status`), the same numbers the inverter is told over CAN in the "
+      "same cycle.")
     a("* Text settings (`strN`: N registers) hold UTF-8, two bytes per register (first byte "
       "in the high half), padded with NUL; read them whole and write them whole with one FC 16 "
       "(a write that does not cover all N registers is refused with exception 02). Passwords "

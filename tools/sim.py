@@ -92,6 +92,8 @@ Output:
 Attach host tools:
   --rs485 TTY               the firmware's Modbus RTU server on a tty (tools/ptypair.py)
   --can-bridge TTY          the CAN bus as an SLCAN adapter on a tty
+  --can-shadow P,Q          with --candump: also encode profiles P, Q from the same state
+                            (channel = profile), FET commands into CANDUMP.fet
   --mqtt HOST:PORT          the firmware's MQTT link to that broker over the host network
                             (sets mqtt_enable=1, mqtt_host, mqtt_port; more with --set)
 Other:
@@ -125,6 +127,7 @@ OPTIONS = {
     "rs485": ("str", ""),
     "can-bridge": ("str", ""),
     "mqtt": ("str", ""),
+    "can-shadow": ("str", ""),
     "list-scenarios": ("flag", False),
     "help": ("flag", False),
 }
@@ -518,6 +521,18 @@ def run(argv):
         sim.canbus.log_file = can_f
     bms = Bms(hw, cfg)
     bms.boot()
+    if sim.inverter is not None:
+        sim.inverter.set_profile(cfg.can_profile)  # reads the frames of the BMS's profile
+    shadow = None
+    if args.can_shadow:
+        if can_f is None:
+            raise UsageError("--can-shadow needs --candump FILE (the frames go there)")
+        from simlib.can_shadow import CanShadow
+
+        try:
+            shadow = CanShadow(bms, args.can_shadow.split(","), can_f, args.candump + ".fet")
+        except (KeyError, ImportError, ValueError) as e:
+            raise UsageError("--can-shadow %s: %s" % (args.can_shadow, e)) from None
     bleed = _bleed_bound(sim, cfg, bms.afe.cell_groups)
     watch = Watch(scen.watch, cfg) if scen.watch else None
 
@@ -558,6 +573,8 @@ def run(argv):
         for _ in range(substeps):
             sim.advance(250 // substeps)
             bms.comms_cycle(sim.clock.now_ms())
+            if shadow is not None:
+                shadow.poll(bms, sim.clock.now_ms())
         now = sim.clock.now_ms()
         bms.fast_cycle(now)
         if now % 1000 == 0:
@@ -600,6 +617,8 @@ def run(argv):
     if can_f is not None:
         can_f.close()
         sim.canbus.log_file = None
+    if shadow is not None:
+        shadow.close()
     summary = _summary(args, scen, sim, bms, st_run, t, wall_ms, watch, fault_names,
                        log_path, hours, cap_mah, pack)
     summary["bleed"] = bleed

@@ -150,12 +150,13 @@ FIELDS = (
     ("have_heater", 0, 1),  # a heater output exists on the board
     ("heater_on_dc", -400, 400),  # heater on below this (coldest cell) when charge is wanted
     ("heater_off_dc", -400, 400),  # heater off at/above this
-    ("heater_ma", 0, 100000),  # what the heater draws: the CCL while heating below chg min
+    ("heater_ma", 0, 100000),  # what the heater draws from the pack (information, not a CCL)
     ("have_fan", 0, 1),  # a fan/cooling output exists on the board
     ("fan_on_dc", 0, 900),  # fan on at/above this (hottest cell)
     ("fan_off_dc", 0, 900),  # fan off below this
-    # --- communication (bms.mcp2515, bms.pylontech, bms.modbus) ----------------------
-    ("can_profile", ("pylon", "victron")),  # frame set: Pylon LV, or Pylon + Victron/SMA frames
+    # --- communication (bms.mcp2515, bms.canbus + bms.can_<profile>, bms.modbus) ------
+    # inverter profile (README "Inverter brands"): one module bms.can_<name> each; append only
+    ("can_profile", ("pylon", "victron", "sma", "deye", "solark")),
     ("can_modules", 1, 32),  # module count reported in 0x359 byte 4
     ("can_inverter_timeout_ms", 1000, 3600000),  # no 0x305/0x307 this long = inverter lost
     ("can_tx_timeout_ms", 50, 5000),  # a TX frame pending this long (no ACK) is aborted

@@ -41,37 +41,39 @@ class Diag:
         return self._bms.clock.now_ms()
 
     def status(self):
-        """Pack state in one table."""
+        """Pack state in one table: the status view (bms.status), the numbers the inverter
+        and the EMS are told."""
         from bms.protection import STATE_NAMES, fault_names
 
         b = self._bms
+        st = b.status
         s = b.snap
-        p = b.prot
-        e = b.est
-        lim = b.limits
         rows = (
-            ("state", STATE_NAMES[p.state]),
-            ("pack", "%.3f V" % (s.pack_mv / 1000)),
-            ("current", "%+.2f A" % (s.current_ma / 1000)),
-            ("cells", "%d..%d mV (spread %d mV)" % (s.cell_min_mv, s.cell_max_mv,
-                                                    s.cell_max_mv - s.cell_min_mv)),
-            ("temperature", _temps(s)),
-            ("SOC", "%.1f %% +/- %.1f %%" % (e.soc_pct, e.soc_err_pct)),
-            ("SOH", "%.1f %% (%.1f Ah)" % (e.soh_pct, e.capacity_mah / 1000)),
-            ("cycles", "%.1f" % e.cycles),
-            ("FETs", "chg %s  dsg %s" % (_on(s.chg_fet), _on(s.dsg_fet))),
-            ("allowed", "chg %s  dsg %s" % (_yes(p.chg_allowed), _yes(p.dsg_allowed))),
-            ("faults", fault_names(p.faults) or "-"),
-            ("latched", fault_names(p.latched) or "-"),
-            ("warnings", fault_names(p.warnings) or "-"),
-            ("limits", "CVL %.2f V  CCL %.1f A  DCL %.1f A" % (lim.cvl_mv / 1000,
-                                                             lim.ccl_ma / 1000,
-                                                             lim.dcl_ma / 1000)),
-            ("balancing", "%s" % _cells_of(s.bal_mask) if s.bal_mask else "-"),
-            ("heater/fan", "%s / %s" % (_on(b.thermal.heater), _on(b.thermal.fan))),
+            ("state", STATE_NAMES[st.state]),
+            ("pack", "%.3f V" % (st.pack_mv / 1000)),
+            ("current", "%+.2f A" % (st.current_ma / 1000)),
+            ("cells", "%d..%d mV (spread %d mV)" % (st.cell_min_mv, st.cell_max_mv,
+                                                    st.cell_max_mv - st.cell_min_mv)),
+            ("temperature", _temps(st) + ("" if st.temp_valid else "  (sent: %.1f C)"
+                                          % (st.temp_report_dc / 10))),
+            ("SOC", "%.1f %% +/- %.1f %%" % (st.soc_pct, st.soc_err_pct)),
+            ("SOH", "%.1f %% (%.1f Ah)" % (st.soh_pct, st.capacity_mah / 1000)),
+            ("cycles", "%.1f" % st.cycles),
+            ("FETs", "chg %s  dsg %s" % (_on(st.chg_fet), _on(st.dsg_fet))),
+            ("enabled", "chg %s  dsg %s" % (_yes(st.chg_enable), _yes(st.dsg_enable))),
+            ("faults", fault_names(st.faults) or "-"),
+            ("latched", fault_names(st.latched) or "-"),
+            ("warnings", fault_names(st.warnings) or "-"),
+            ("limits", "CVL %.2f V  CCL %.1f A  DCL %.1f A  DVL %.2f V"
+             % (st.cvl_mv / 1000, st.ccl_ma / 1000, st.dcl_ma / 1000, st.dvl_mv / 1000)),
+            ("requests", "%s%s" % ("force charge " if st.force_charge else "",
+                                   "full charge" if st.full_charge_req else "") or "-"),
+            ("balancing", "%s" % _cells_of(st.bal_mask) if st.bal_mask else "-"),
+            ("heater/fan", "%s / %s" % (_on(st.heater), _on(st.fan))),
+            ("inverter", _inverter(b)),
             ("AFE errors", "%d (last %d consecutive)" % (s.error_total, s.errors)),
             ("AFE integrity", "%d readings refused, %d re-initialisations"
-             % (b.afe_refusals, b.afe_inits)),
+             % (st.afe_refusals, st.afe_inits)),
             ("configuration", "board defaults: stored one was for another pack (%s)"
              % b.config_foreign if b.config_foreign else "in force"),
             ("uptime", "%d s" % (self._now() // 1000)),
@@ -296,6 +298,13 @@ def _temps(s):
     if s.die_temp_dc != -32768:
         parts.append("die %.1f C" % (s.die_temp_dc / 10))
     return "  ".join(parts)
+
+
+def _inverter(b):
+    can = getattr(b, "can", None)
+    if can is None:
+        return "no CAN"
+    return "%s, %s" % (can.name, "present" if can.present else "not present")
 
 
 def _cells_of(mask):

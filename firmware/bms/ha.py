@@ -184,7 +184,7 @@ def state_payload(st, now_ms):
     p = []
     a = p.append
     a('{"t_ms":%d,"now_ms":%d' % (st.t_ms, now_ms))
-    a(',"valid":%s' % ("true" if st.slow_valid else "false"))
+    a(',"valid":%s' % ("true" if st.ready else "false"))
     a(',"v":%.3f,"i":%.3f,"p":%.1f' % (st.pack_mv / 1000, st.current_ma / 1000,
                                        st.pack_mv * st.current_ma / 1000000))
     a(',"soc":%.2f,"soh":%.2f,"soc_err":%.2f' % (st.soc_pct, st.soh_pct, st.soc_err_pct))

@@ -1,5 +1,6 @@
-# bms.limits: charge/discharge limits sent to the inverter (CVL, CCL, DCL, DVL) and the
-# charge mode (bulk, absorption, float). Runs in a slow task (about every second).
+# bms.limits: charge/discharge limits sent to the inverter (CVL, CCL, DCL, DVL), the charge
+# mode (bulk, absorption, float) and the request flags. Runs in a slow task (about every
+# second).
 #
 # Limits(cfg, thermal=None).update(snap, prot, est, now_ms) reads the snapshot, the
 # protection result (duck-typed: prot.chg_allowed, prot.dsg_allowed, prot.faults,
@@ -7,12 +8,25 @@
 # None = SOC unknown: the SOC rules are skipped). All outputs are positive ints.
 #
 # CCL and DCL are the MINIMUM of independent curves (README, "Control", has them with their
-# defaults). CVL is min(nominal, max-cell controller) and never 0: to stop charging CCL = 0
-# and CVL = the present pack voltage (cell sum), never below cells * cell_uv_release_mv.
-# Cuts act at once; rises are limited to a ramp (ccl/dcl_ramp_ma_s, cells * cvl_ramp_mv_s)
-# and wait a hold time after any cut (lim_hold_ms, cvl_hold_ms), so limits never oscillate
-# faster than the hold time. A current limit at 0 restarts only once its target reaches
-# 1.5 % of the configured maximum.
+# defaults). CVL is min(nominal, max-cell controller) and never 0. Cuts act at once; rises
+# are limited to a ramp (ccl/dcl_ramp_ma_s, cells * cvl_ramp_mv_s) and wait a hold time after
+# any cut (lim_hold_ms, cvl_hold_ms), so limits never oscillate faster than the hold time. A
+# current limit at 0 restarts only once its target reaches 1.5 % of the configured maximum.
+#
+# Charging blocked (CCL 0, for whatever reason): CVL is HELD, never tracking the pack voltage
+# (issue 12: a CVL that follows every sag and recovery made inverters toggle). It is set to
+# the pack voltage rounded UP to 0.1 V when charging stops, and only ever raised while blocked:
+# to the pack voltage (rounded up) when the pack rests higher (current at most tail_ma), so
+# it is never left below a resting pack (an SMA SI or a Deye discharges towards a CVL below
+# the voltage it measures). It never exceeds cells x chg_cell_mv and never falls below
+# cells x cell_uv_release_mv. A charger that ignores CCL 0 cannot drag it up (no rise while
+# current flows in).
+#
+# Flags: force_charge (SOC at force_charge_soc_pct, cleared force_charge_soc_pct +
+# soc_hyst_pct higher; only while CCL > 0), full_charge_req (the scheduled full charge is due:
+# full_charge_days; NOT set for an uncertain SOC, which only lifts the SOC cap). The heater
+# never raises CCL: below the charge minimum CCL is 0 whether the heater runs or not; the
+# heater is powered from the pack (README "Heater and fan").
 from micropython import const
 
 from bms.snapshot import FLAG_CELLS_VALID, TEMP_INVALID_DC
@@ -85,13 +99,19 @@ class Ramp:
         self.value = v
         return v
 
+    def set(self, v, now_ms):
+        """Jump to v (no hold, no ramp): a held CVL that must follow a resting pack up."""
+        self.value = v
+        self._frac = 0
+        self._t = now_ms
+        return v
+
 
 class Limits:
     def __init__(self, cfg, thermal=None, chg_warn_mask=-1, dsg_warn_mask=-1, cold_fault_mask=0):
         # chg_warn_mask / dsg_warn_mask: which protection warning bits derate CCL / DCL
-        # (default: every warning derates both). cold_fault_mask: fault bits that mean only
-        # "too cold to charge" (e.g. 1 << index of chg_ut); with the heater on and no other
-        # fault, CCL = heater_ma even though protection blocks charging (0 = never).
+        # (default: every warning derates both). cold_fault_mask: accepted for compatibility
+        # and unused (the heater no longer asks the inverter for current, issue 12).
         self.cfg = cfg
         self.thermal = thermal
         self.chg_warn_mask = chg_warn_mask
@@ -106,7 +126,7 @@ class Limits:
         self.force_charge = False
         self.full_charge_req = False
         self.charge_wanted = True  # SOC below the cap: pass to Thermal.update()
-        self.heating = False  # CCL is the heater current
+        self.heating = False  # the heater runs while the cells are below the charge minimum
         self.mode = MODE_BULK
         self.soc_cap_pct = 100  # the SOC cap in force
         self.full_seq = 0  # completed (settled) full charges: sync the SOC to 100 % on change
@@ -121,6 +141,8 @@ class Limits:
         self._t_float = 0  # float entered
         self._cap_hold = False
         self._dsg_hold = False
+        self._blocked = False  # charging blocked (CCL 0): CVL held at _hold_mv
+        self._hold_mv = 0
         self._cold = False
         self.bal_active = False  # the balancer is bleeding (app sets it before update())
 
@@ -205,11 +227,13 @@ class Limits:
                 resync = True
 
         # SOC cap and the full-charge schedule
-        full_due = not storage and (
-            resync
-            or (cfg.full_charge_days > 0 and self.since_full_s >= cfg.full_charge_days * 86400)
-        )
-        self.full_charge_req = full_due
+        scheduled = (not storage and cfg.full_charge_days > 0
+                     and self.since_full_s >= cfg.full_charge_days * 86400)
+        full_due = scheduled or (not storage and resync)
+        # Only the schedule asks the inverter for a full charge (Pylon's b3 semantics: no
+        # full charge for a long time). An uncertain SOC lifts the cap (the pack may charge
+        # to full when there is energy for it) but does not ask for grid energy.
+        self.full_charge_req = scheduled
         if storage:
             cap = cfg.storage_soc_pct
         elif full_due:
@@ -243,7 +267,6 @@ class Limits:
             ccl, dcl = self._currents(snap, prot, soc, cap)
         else:
             ccl = dcl = 0
-            self.heating = False
 
         # current ramps: leave 0 only for a meaningful target
         if self._ccl.value == 0 and ccl * 1000 < cfg.chg_max_ma * _MIN_ON_PERMILLE:
@@ -261,17 +284,32 @@ class Limits:
             # max-cell controller: the pack voltage at which the highest cell reaches the
             # target if every cell moved alike (gain cells * cvl_gain_pct / 100 per mV)
             p = total + (cell_t - snap.cell_max_mv) * n * cfg.cvl_gain_pct // 100
-            if p < cvl:
-                cvl = p
-            if self.ccl_ma == 0 or self.heating:
-                # stop charging: hold at the pack voltage (DC-coupled chargers ignore CCL)
-                if total < cvl:
-                    cvl = total
+            if self.ccl_ma == 0:
+                # Charging blocked: hold CVL (DC-coupled chargers follow CVL only, so it must
+                # not stay at the charge target), never tracking the pack voltage down.
+                up = (total + 99) // 100 * 100  # the pack voltage rounded up to 0.1 V
+                if not self._blocked:
+                    self._blocked = True
+                    prev = self._cvl.value
+                    self._hold_mv = up if prev is None or up < prev else prev
+                elif (up > self._hold_mv and snap.current_ma <= cfg.tail_ma
+                      and snap.cell_max_mv < cell_t):
+                    # the pack rests higher (no cell at the target): never leave CVL below it
+                    self._hold_mv = up
+                if self._hold_mv < cvl:
+                    cvl = self._hold_mv
+            else:
+                self._blocked = False
+                if p < cvl:
+                    cvl = p
         else:
             cvl = self._cvl.value if self._cvl.value is not None else floor
         if cvl < floor:
             cvl = floor
-        self.cvl_mv = self._cvl.step(cvl, now_ms, n * cfg.cvl_ramp_mv_s, cfg.cvl_hold_ms)
+        if self._blocked and valid and self._cvl.value is not None and cvl > self._cvl.value:
+            self.cvl_mv = self._cvl.set(cvl, now_ms)  # a held CVL rises at once (at rest)
+        else:
+            self.cvl_mv = self._cvl.step(cvl, now_ms, n * cfg.cvl_ramp_mv_s, cfg.cvl_hold_ms)
         self.dvl_mv = n * cfg.dvl_cell_mv
         self.chg_enable = self.ccl_ma > 0
         self.dsg_enable = self.dcl_ma > 0
@@ -326,16 +364,9 @@ class Limits:
             ccl = ccl * cfg.warn_derate_pct // 100
         if not prot.chg_allowed:
             ccl = 0
-        # heater: below the charge minimum the charger may feed only the heater
+        # heater: it runs from the pack; below the charge minimum CCL stays 0 (issue 12)
         th = self.thermal
-        self.heating = False
-        if self._cold and th is not None and th.heater and not self._cap_hold:
-            latched = getattr(prot, "latched", 0)
-            if prot.chg_allowed or (not latched and not prot.faults & ~self.cold_fault_mask):
-                ccl = cfg.heater_ma
-                if ccl > chg_max:
-                    ccl = chg_max
-                self.heating = True
+        self.heating = bool(self._cold and th is not None and th.heater)
         # --- discharge ---
         dcl = lin(lo, cfg.cell_uv_mv, 0, cfg.dcl_knee_mv, dsg_max)
         if tmin != TEMP_INVALID_DC and tmax != TEMP_INVALID_DC:

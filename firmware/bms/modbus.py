@@ -9,16 +9,28 @@
 # Framing: a request ends at its expected length (FC 3/4/6: 8 bytes, FC 16: 9 + byte count)
 # or, for anything else, after t3.5 of silence measured with now_ms (>= 2 ms; 4 ms at 9600).
 # A bad CRC, an overrun or bytes seen while we were sending put the receiver into "skip until
-# silence", so it re-synchronises on the next gap. Requests for other unit ids and broadcasts
-# (unit 0) are ignored. Inter-character t1.5 is not checked (polling cannot see it).
+# silence", so it re-synchronises on the next gap. Requests for other unit ids are ignored.
+# Inter-character t1.5 is not checked (polling cannot see it).
 #
 # Function codes 3 and 4 read the same map (bms.regmap, generated from tools/regmap.csv);
-# 6 and 16 write configuration registers and the unlock register. Exceptions:
-#   01 unknown function, 02 unmapped address (read) / not writable or half of a 32-bit value
-#   (write), 03 bad quantity or byte count, value refused by Config.update (range or rule),
-#   wrong PIN; 04 configuration locked (or PIN hold-off, or modbus_pin = 0).
-# Unlock: write cfg.modbus_pin to the unlock register (0 locks). Unlocked until
-# cfg.modbus_unlock_ms pass without an accepted write. A wrong PIN blocks unlocking for 10 s.
+# 6 and 16 write configuration registers and the specials (unlock, factory_reset).
+# Exceptions (MODBUS Application Protocol V1.1b3 section 7; README "Exceptions"):
+#   01 ILLEGAL FUNCTION   an unknown function code; a write while configuration writes are
+#                         locked (also during the PIN hold-off, or with modbus_pin = 0): "the
+#                         server is in the wrong state to process a request of this type"
+#   02 ILLEGAL ADDRESS    an address not in the map (read), not writable (write: read-only
+#                         registers, e.g. the pack identity), half of a 32-bit register
+#   03 ILLEGAL VALUE      bad quantity or byte count; a value outside its field's range or
+#                         against a configuration rule; a wrong PIN
+#   04 DEVICE FAILURE     only when a valid change could not be carried out by the hardware
+#                         (the AFE did not take new hardware limits)
+# The lock state is readable (register lock_state: 0 locked, 1 unlocked, 2 PIN hold-off,
+# 3 writes disabled). Unlock: write cfg.modbus_pin to the unlock register (0 locks). Unlocked
+# until cfg.modbus_unlock_ms pass without an accepted write. A wrong PIN blocks unlocking for
+# 10 s.
+# Broadcasts (unit 0; MODBUS over Serial Line V1.02 section 2.1): writes (FC 6, 16) are
+# executed exactly like addressed ones (same lock, PIN and validation) and never answered,
+# not even with an exception; any other function to unit 0 is ignored.
 # Events: EV_CONFIG (field index, value) per accepted field; EV_CONFIG_REJECT (field index,
 # value) and failed EV_UNLOCK at most once per second (a flood must not wash faults out of the
 # ring); EV_UNLOCK (1 unlocked / 0 locked, interface 1 = modbus).
@@ -32,7 +44,7 @@ from array import array
 
 from micropython import const
 
-from bms.config import FIELDS, ConfigError, field_index
+from bms.config import FIELDS, IDENTITY, ConfigError, check_rules, check_value, field_index
 from bms.events import EV_CONFIG, EV_CONFIG_REJECT, EV_UNLOCK
 
 _MAX = const(256)
@@ -40,10 +52,18 @@ _PIN_HOLDOFF_MS = const(10000)
 _LOG_GAP_MS = const(1000)
 _IF_MODBUS = const(1)
 
-EX_FUNCTION = const(1)
+EX_FUNCTION = const(1)  # also: configuration writes locked (wrong state for this request)
 EX_ADDRESS = const(2)
 EX_VALUE = const(3)
-EX_LOCKED = const(4)  # "server device failure": configuration is locked
+EX_FAILURE = const(4)  # a valid change the hardware did not take
+EX_LOCKED = const(1)
+
+LOCK_LOCKED = const(0)
+LOCK_UNLOCKED = const(1)
+LOCK_HOLDOFF = const(2)  # a wrong PIN was written less than 10 s ago
+LOCK_DISABLED = const(3)  # modbus_pin = 0: no configuration writes over Modbus
+_SCRATCH = const(64)  # bytes read from the UART per call
+_VIEWS = const(8)  # cached memoryviews of the response buffer (by length)
 
 
 def _make_table():
@@ -82,6 +102,14 @@ class Rs485:
     def __init__(self, uart, de_pin, baud, bits_per_char=10):
         self.uart = uart
         self.de = de_pin
+        self._flush = getattr(uart, "flush", None)  # bound once: no allocation per response
+        # uart.write() needs an object of the response's length: memoryviews of the buffer
+        # are made once per (buffer, length) and reused, so a client polling the same
+        # blocks causes no allocation.
+        self._vbuf = [None] * _VIEWS
+        self._vlen = [-1] * _VIEWS
+        self._views = [None] * _VIEWS
+        self._vnext = 0
         self.set_baud(baud, bits_per_char)
         if de_pin is not None:
             de_pin.value(0)
@@ -93,19 +121,31 @@ class Rs485:
         t35 = 1750 if baud > 19200 else 35 * self.char_us // 10
         self.t35_ms = max(2, (t35 + 999) // 1000)
 
+    def _view(self, buf, n):
+        for i in range(_VIEWS):
+            if self._vlen[i] == n and self._vbuf[i] is buf:
+                return self._views[i]
+        i = self._vnext
+        self._vnext = (i + 1) % _VIEWS
+        v = memoryview(buf)[:n]
+        self._vbuf[i] = buf
+        self._vlen[i] = n
+        self._views[i] = v
+        return v
+
     def send(self, buf, n):
         de = self.de
         if de is not None:
             de.value(1)
         try:
-            self.uart.write(memoryview(buf)[:n])
+            self.uart.write(self._view(buf, n))
             self._wait_sent(n)
         finally:
             if de is not None:
                 de.value(0)
 
     def _wait_sent(self, n):
-        f = getattr(self.uart, "flush", None)
+        f = self._flush
         if f is not None:
             try:
                 f()
@@ -127,7 +167,7 @@ class ModbusServer:
         self._baud_applied = 0
         self._after_response()  # cfg.modbus_baud is authoritative: re-init the UART with it
         self._rx = bytearray(_MAX)
-        self._rxmv = memoryview(self._rx)
+        self._scratch = bytearray(_SCRATCH)
         self._tx = bytearray(_MAX)
         self._n = 0
         self._t_last = 0
@@ -150,7 +190,8 @@ class ModbusServer:
         self.frames = 0  # requests answered (normal or exception)
         self.crc_errors = 0
         self.exceptions = 0
-        self.ignored = 0  # other unit ids, broadcasts
+        self.ignored = 0  # other unit ids, reads to unit 0
+        self.broadcasts = 0  # broadcast writes executed (never answered)
         self.malformed = 0  # too short / overrun
         self.config_writes = 0
 
@@ -158,6 +199,17 @@ class ModbusServer:
     @property
     def unlocked(self):
         return self._unlocked
+
+    @property
+    def lock_state(self):
+        """LOCK_*: what a configuration write would meet now (register lock_state)."""
+        if self._unlocked:
+            return LOCK_UNLOCKED
+        if self.cfg.modbus_pin == 0:
+            return LOCK_DISABLED
+        if self._now < self._pin_block_until:
+            return LOCK_HOLDOFF
+        return LOCK_LOCKED
 
     def lock(self, now_ms):
         if self._unlocked:
@@ -197,9 +249,20 @@ class ModbusServer:
                 self._n = 0
                 self._t_last = now_ms
                 return
-            got = uart.readinto(self._rxmv[n:n + avail])
-            if got:
-                self._n = n + got
+            # through a small scratch buffer (readinto(buf, nbytes) fills from the start):
+            # no memoryview slice per poll; at most _MAX bytes per poll
+            rx = self._rx
+            sc = self._scratch
+            while avail > 0:
+                k = avail if avail < _SCRATCH else _SCRATCH
+                got = uart.readinto(sc, k)
+                if not got:
+                    break
+                for i in range(got):
+                    rx[n + i] = sc[i]
+                n += got
+                avail -= got
+            self._n = n
             self._t_last = now_ms
             if not self._skip:
                 self._frames_by_length()
@@ -214,11 +277,12 @@ class ModbusServer:
 
     def _drop_input(self):
         uart = self.uart
+        sc = self._scratch
         for _ in range(8):
             k = uart.any()
             if not k:
                 return
-            uart.readinto(self._rxmv[: min(k, _MAX)])
+            uart.readinto(sc, k if k < _SCRATCH else _SCRATCH)
 
     def _expected(self, n):
         rx = self._rx
@@ -259,16 +323,29 @@ class ModbusServer:
             self.crc_errors += 1
             return False
         unit = rx[0]
+        fc = rx[1]
+        if unit == 0:
+            # Broadcast: writes are executed (same lock, PIN and validation) and never
+            # answered, not even with an exception; nothing else is valid to unit 0.
+            if fc == 6:
+                self._write_single(n, False)
+            elif fc == 16:
+                self._write_multiple(n, False)
+            else:
+                self.ignored += 1
+                return True
+            self.broadcasts += 1
+            self._after_response()
+            return True
         if unit != self.cfg.modbus_unit:
             self.ignored += 1
             return True
-        fc = rx[1]
         if fc == 3 or fc == 4:
             ex = self._read(n)
         elif fc == 6:
-            ex = self._write_single(n)
+            ex = self._write_single(n, True)
         elif fc == 16:
-            ex = self._write_multiple(n)
+            ex = self._write_multiple(n, True)
         else:
             ex = EX_FUNCTION
         if ex:
@@ -438,21 +515,24 @@ class ModbusServer:
         return 0
 
     # --- FC 6 / 16 --------------------------------------------------------------------------
-    def _write_single(self, n):
+    def _write_single(self, n, reply):
         rx = self._rx
         if n != 8:
             return EX_VALUE
         ex = self._write(rx, 2, 4, 1)
         if ex:
             return ex
-        tx = self._tx
-        for i in range(6):
-            tx[i] = rx[i]  # echo of the request
-        self._send(6)
+        if reply:
+            tx = self._tx
+            for i in range(6):
+                tx[i] = rx[i]  # echo of the request
+            self._send(6)
         return 0
 
-    def _write_multiple(self, n):
+    def _write_multiple(self, n, reply):
         rx = self._rx
+        if n < 9:
+            return EX_VALUE
         cnt = (rx[4] << 8) | rx[5]
         bc = rx[6]
         if not 1 <= cnt <= 123 or bc != 2 * cnt or n != 9 + bc:
@@ -460,20 +540,23 @@ class ModbusServer:
         ex = self._write(rx, 2, 7, cnt)
         if ex:
             return ex
-        tx = self._tx
-        for i in range(6):
-            tx[i] = rx[i]
-        self._send(6)
+        if reply:
+            tx = self._tx
+            for i in range(6):
+                tx[i] = rx[i]
+            self._send(6)
         return 0
 
     def _write(self, rx, addr_off, data_off, cnt):
         # Validate and apply cnt words starting at the address in rx[addr_off]. 0 or an
-        # exception code. Nothing changes unless every word is acceptable.
+        # exception code. Nothing changes unless every word is acceptable. Order: every
+        # address mapped and writable (02), then the lock (01), then the values (03).
         start = (rx[addr_off] << 8) | rx[addr_off + 1]
         R = self._R
         now = self._now
         changes = self._changes
         changes.clear()
+        special = -1
         i = 0
         while i < cnt:
             k = self._find(start + i)
@@ -481,14 +564,31 @@ class ModbusServer:
                 return EX_ADDRESS
             ro = (k >> 1) * 8
             tak = R[ro + 2]
-            t = tak & 3
             if not (tak >> 2) & 2 or k & 1:
                 return EX_ADDRESS
+            if tak & 3 >= 2:
+                if i + 1 >= cnt:
+                    return EX_ADDRESS  # half of a 32-bit register
+                i += 2
+            else:
+                i += 1
+            if tak >> 4 == 4:  # a special register (unlock, factory_reset): alone only
+                if cnt != 1:
+                    return EX_ADDRESS
+                special = ro
+        if special >= 0:
+            w = (rx[data_off] << 8) | rx[data_off + 1]
+            if self._paths[(R[special + 3] << 8) | R[special + 4]] == "unlock":
+                return self._unlock(w, now)
+            return self._factory_reset(w, now)
+        i = 0
+        while i < cnt:
+            k = self._find(start + i)
+            ro = (k >> 1) * 8
+            t = R[ro + 2] & 3
             o = data_off + 2 * i
             w = (rx[o] << 8) | rx[o + 1]
             if t >= 2:
-                if i + 1 >= cnt:
-                    return EX_ADDRESS  # half of a 32-bit register
                 w = (w << 16) | (rx[o + 2] << 8) | rx[o + 3]
                 if t == 3 and w & 0x80000000:
                     w -= 0x100000000
@@ -497,12 +597,6 @@ class ModbusServer:
                 if t == 1 and w & 0x8000:
                     w -= 0x10000
                 i += 1
-            if tak >> 4 == 4:  # a special register (unlock, factory_reset): alone only
-                if cnt != 1:
-                    return EX_ADDRESS
-                if self._paths[(R[ro + 3] << 8) | R[ro + 4]] == "unlock":
-                    return self._unlock(w, now)
-                return self._factory_reset(w, now)
             name = self._paths[(R[ro + 3] << 8) | R[ro + 4]]
             if not self._unlocked:
                 self._log_limited(now, EV_CONFIG_REJECT, field_index(name), w)
@@ -536,21 +630,40 @@ class ModbusServer:
         return self._apply(changes, now)
 
     def _apply(self, changes, now):
+        # The configuration's own rules first (range, cross-field): a refusal is exception 03.
+        # A change that passes them but is refused by a hook (the AFE did not take new
+        # hardware limits) is a device failure: 04.
         try:
-            self.cfg.update(changes)
+            v = self.cfg.as_dict()
+            for k in changes:
+                v[k] = check_value(k, changes[k])
+            if self.cfg.identity_locked:
+                for k in IDENTITY:
+                    if k in changes and changes[k] != self.cfg.get(k):
+                        raise ConfigError(k, "part of the pack's identity")
+            check_rules(v)
         except ConfigError as e:
-            v = changes.get(e.field, 0)
-            self._log_limited(now, EV_CONFIG_REJECT, field_index(e.field), _int_or_index(e.field,
-                                                                                         v))
+            self._reject(now, e, changes)
             return EX_VALUE
         except (TypeError, ValueError):
             return EX_VALUE
+        try:
+            self.cfg.update(changes)
+        except ConfigError as e:
+            self._reject(now, e, changes)
+            return EX_FAILURE
+        except (TypeError, ValueError):
+            return EX_FAILURE
         for name in changes:
             self.events.add(now, EV_CONFIG, field_index(name), _int_or_index(name,
                                                                             changes[name]))
         self.config_writes += 1
         self._unlock_until = now + self.cfg.modbus_unlock_ms
         return 0
+
+    def _reject(self, now, e, changes):
+        v = changes.get(e.field, 0)
+        self._log_limited(now, EV_CONFIG_REJECT, field_index(e.field), _int_or_index(e.field, v))
 
     def _factory_reset(self, w, now):
         """Register factory_reset: 1 (while unlocked) resets the configuration to the board's
@@ -560,8 +673,11 @@ class ModbusServer:
             return EX_LOCKED
         if w != 1:
             return EX_VALUE
-        if self.on_factory_reset(now, _IF_MODBUS) is not None:
-            return EX_VALUE
+        fn = self.on_factory_reset
+        if fn is _no_factory_reset:
+            return EX_FUNCTION  # this server offers no factory reset
+        if fn(now, _IF_MODBUS) is not None:
+            return EX_FAILURE  # refused by the device (e.g. the AFE did not take the limits)
         self.config_writes += 1
         self._unlock_until = now + self.cfg.modbus_unlock_ms
         return 0
@@ -583,8 +699,11 @@ class ModbusServer:
         return 0
 
 
-def _no_factory_reset(now_ms, interface):
-    return ConfigError("factory_reset", "not available on this board")
+def _no_factory_reset(now, interface):
+    """The default factory-reset hook: none (the app installs bms.app.Bms.factory_reset)."""
+    if interface < 0:
+        return None
+    return ConfigError("factory_reset", "not available")
 
 
 def _int(v):

@@ -439,7 +439,7 @@ class MqttLink:
         changed = (sig is None or sig[0] != st.state or sig[1] != st.faults
                    or sig[2] != st.warnings or sig[3] != st.latched or sig[4] != st.chg_fet
                    or sig[5] != st.dsg_fet)
-        if st.slow_valid and (changed or now >= self._next_state):
+        if st.ready and (changed or now >= self._next_state):
             if not c.publish(tp[1], ha.state_payload(st, now)):
                 return
             self.published += 1

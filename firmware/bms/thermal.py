@@ -7,9 +7,9 @@
 # Limits.charge_wanted), off at heater_off_dc or above (hysteresis), and off when the
 # temperatures or cells are not valid, the hottest cell reaches heater_off_dc (a sensor near
 # the heater), the lowest cell is below cell_uv_release_mv (never heat an empty pack), or the
-# fan is on. While the heater is on and the cells are below chg_temp_min_dc, bms.limits sends
-# CCL = heater_ma with CVL held at the pack voltage, so the charger feeds the heater and
-# not the cold cells.
+# fan is on. The heater is powered from the pack: the inverter is never asked for heater
+# current (bms.limits keeps CCL 0 while the cells are below chg_temp_min_dc, README "Heater
+# and fan"), so no charge reaches a cold cell.
 #
 # Fan: on when the hottest cell reaches fan_on_dc, off below fan_off_dc (hysteresis); on
 # as a fail-safe when no cell temperature is valid.

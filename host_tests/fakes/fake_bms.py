@@ -1,43 +1,28 @@
 # fake_bms: a duck-typed stand-in for bms.app's BMS object, for protocol tests.
 #
-#   bms = FakeBms(cells=15)       .snap .prot .est .limits .cfg .events .status
+#   bms = FakeBms(cells=15)       .snap .prot .est .limits .thermal .cfg .events .status
 #                                 (+ .can / .modbus = None)
 #   bms.set_cells([3300] * 15)    fills cell_mv and derived stats, pack_mv = sum
+#   bms.fill(now_ms=0)            runs the real bms.status.Status fills from the fake parts,
+#                                 as the app does at the end of its cycles
 # Field names and units follow CONTRIBUTING.md's module contracts. Works under both interpreters.
+# Fault bits are the real table's (bms.faults): bit("cell_ov") = 1 << faults.NAMES.index(...).
+from bms import faults
 from bms.config import Config
 from bms.events import EventLog
-from bms.snapshot import Snapshot
+from bms.snapshot import FLAG_CELLS_VALID, FLAG_PACK_VALID, FLAG_TEMPS_VALID, Snapshot
 from bms.status import Status
 
-# Names of the fault/warning bits of this fake (bit i = FAULT_NAMES[i]). Tests pass them to
-# CanProtocol(fault_names=...) so they do not depend on bms.protection's real list.
-FAULT_NAMES = (
-    "cell_ov",  # 0
-    "cell_uv",  # 1
-    "cell_deep_uv",  # 2
-    "pack_ov",  # 3
-    "pack_uv",  # 4
-    "chg_oc",  # 5
-    "dsg_oc",  # 6
-    "scd",  # 7
-    "chg_ot",  # 8
-    "chg_ut",  # 9
-    "dsg_ot",  # 10
-    "dsg_ut",  # 11
-    "fet_ot",  # 12
-    "afe",  # 13
-    "imbalance",  # 14
-    "stale",  # 15
-)
+FAULT_NAMES = faults.NAMES
 
 
 def bit(name):
-    return 1 << FAULT_NAMES.index(name)
+    return 1 << faults.NAMES.index(name)
 
 
 class FakeProt:
     def __init__(self):
-        self.state = 1
+        self.state = 2
         self.faults = 0
         self.warnings = 0
         self.latched = 0
@@ -59,14 +44,25 @@ class FakeEst:
 
 class FakeLimits:
     def __init__(self):
-        self.cvl_mv = 56000
+        self.cvl_mv = 51750
         self.ccl_ma = 50000
         self.dcl_ma = 100000
-        self.dvl_mv = 48000
+        self.dvl_mv = 43500
         self.chg_enable = True
         self.dsg_enable = True
         self.force_charge = 0
         self.full_charge_req = False
+        self.mode = 0
+
+
+class FakeThermal:
+    def __init__(self):
+        self.heater = False
+        self.fan = False
+
+
+class FakeAfe:
+    shunt_uohm = 1000
 
 
 class FakeBms:
@@ -80,14 +76,23 @@ class FakeBms:
         self.prot = FakeProt()
         self.est = FakeEst()
         self.limits = FakeLimits()
-        self.status = Status(cells, n_temps)  # the app's outbound view (registers 49-51)
+        self.thermal = FakeThermal()
+        self.afe = FakeAfe()
+        self.status = Status(cells, n_temps)
+        self.bal_mask = 0
+        self.config_foreign = None
+        self.afe_refusals = 0
+        self.afe_inits = 0
         self.can = None
         self.modbus = None
         self.set_cells([3300] * cells)
         for i in range(n_temps):
             self.snap.temp_dc[i] = 250 + 10 * i
         self.snap.current_ma = 0
+        self.snap.seq = 1
+        self.snap.flags = FLAG_CELLS_VALID | FLAG_PACK_VALID | FLAG_TEMPS_VALID
         self.snap.update_stats()
+        self.fill()
 
     def set_cells(self, mv):
         s = self.snap
@@ -95,3 +100,9 @@ class FakeBms:
             s.cell_mv[i] = mv[i]
         s.update_stats()
         s.pack_mv = s.cell_sum_mv
+
+    def fill(self, now_ms=0):
+        """The app's fills: the status view from the (fake) parts."""
+        self.status.fill_fast(self, now_ms)
+        self.status.fill_slow(self, now_ms)
+        return self.status

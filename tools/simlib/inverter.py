@@ -1,6 +1,10 @@
 # simlib.inverter: a simulated inverter on the VirtualBus (host VM and CPython).
 #
-#   inv = Inverter(bus)             sends 0x305 (8 x 0x00) every second while on; ACKs frames
+#   inv = Inverter(bus, profile="pylon")   sends 0x305 every second while on; ACKs frames
+#   inv.set_profile(name)           the BMS's can_profile: how to read its frames, what to send
+#                                   (victron: + 0x307 "VIC"; sma: 0x305 with its V/I/T/SOC,
+#                                   0x306, 0x307; solark: 0x356 voltage in 0.1 V; victron/sma
+#                                   have no 0x35C: charging is enabled by CCL > 0)
 #   inv.on = False                  switched off: silent and no ACK (-> "inverter lost" on the BMS)
 #   inv.requested_ma(wanted_ma, pack_mv) -> battery current the inverter actually asks for
 #   inv.request(want_ma, bms, obey_limits, t_ms)   the simlib.Simulator.inverter_request() hook
@@ -8,6 +12,8 @@
 # It decodes 0x351 (CVL/CCL/DCL/DVL), 0x35C (enable flags), 0x355 and 0x356 and obeys them the
 # way a Pylon-compatible inverter does: no charging above CVL, CCL/DCL clip the current,
 # nothing while the limits are older than stale_ms (Victron stops after ~3 s without 0x351).
+# cvl_changes counts direction changes of the CVL it received (a CVL that follows the pack
+# voltage makes a real inverter toggle).
 from simlib.mcp2515_emu import PyNode
 
 
@@ -21,11 +27,11 @@ def _s16(d, o):
 
 
 class Inverter(PyNode):
-    def __init__(self, bus, period_ms=1000, stale_ms=3000, victron=False):
+    def __init__(self, bus, period_ms=1000, stale_ms=3000, victron=False, profile="pylon"):
         PyNode.__init__(self, bus, ack=True)
         self.period_ms = period_ms
         self.stale_ms = stale_ms
-        self.victron = victron  # also send 0x307 with "VIC"
+        self.set_profile("victron" if victron else profile)
         self._next_ms = 0
         self.cvl_mv = 0
         self.ccl_ma = 0
@@ -43,17 +49,35 @@ class Inverter(PyNode):
         self.alarms35a = bytes(8)
         self.limits_ms = -1  # time of the last 0x351
         self.sent = 0
+        self.cvl_changes = 0
+        self._cvl_dir = 0
+
+    def set_profile(self, name):
+        self.profile = name
+        self.victron = name == "victron"  # also send 0x307 with "VIC"
+        self.sma = name == "sma"
+        self.flags_35c = name in ("pylon", "deye", "solark")
+        self.v_scale = 100 if name == "solark" else 10  # mV per count of 0x356 voltage
 
     def on_frame(self, can_id, d):
         if len(d) < 8:
             d = bytes(d) + bytes(8 - len(d))
         now = self.bus.now_ms
         if can_id == 0x351:
-            self.cvl_mv = _u16(d, 0) * 100
+            cvl = _u16(d, 0) * 100
+            if self.limits_ms >= 0 and cvl != self.cvl_mv:
+                k = 1 if cvl > self.cvl_mv else -1
+                if self._cvl_dir and k != self._cvl_dir:
+                    self.cvl_changes += 1
+                self._cvl_dir = k
+            self.cvl_mv = cvl
             self.ccl_ma = _s16(d, 2) * 100
             self.dcl_ma = _s16(d, 4) * 100
             self.dvl_mv = _u16(d, 6) * 100
             self.limits_ms = now
+            if not self.flags_35c:  # no request frame: the limits are the permission
+                self.chg_enable = self.ccl_ma > 0
+                self.dsg_enable = self.dcl_ma > 0
         elif can_id == 0x35C:
             self.chg_enable = bool(d[0] & 0x80)
             self.dsg_enable = bool(d[0] & 0x40)
@@ -62,7 +86,7 @@ class Inverter(PyNode):
             self.soc_pct = _u16(d, 0)
             self.soh_pct = _u16(d, 2)
         elif can_id == 0x356:
-            self.pack_mv = _s16(d, 0) * 10
+            self.pack_mv = _s16(d, 0) * self.v_scale
             self.current_ma = _s16(d, 2) * 100
             self.temp_dc = _s16(d, 4)
         elif can_id == 0x359:
@@ -75,6 +99,18 @@ class Inverter(PyNode):
             return
         if now_ms >= self._next_ms:
             self._next_ms = now_ms + self.period_ms
+            if self.sma:
+                # Sunny Island: its own V (0.1 V), I (0.1 A, - = charging), T, SOC (0.1 %)
+                v = self.pack_mv // 100
+                i = (-self.current_ma // 100) & 0xFFFF
+                soc = max(0, self.soc_pct) * 10
+                d = bytes((v & 0xFF, v >> 8, i & 0xFF, i >> 8, 250 & 0xFF, 0, soc & 0xFF,
+                           soc >> 8))
+                if self.send(0x305, d):
+                    self.sent += 1
+                self.send(0x306, bytes(8))
+                self.send(0x307, bytes(8))
+                return
             if self.send(0x305, bytes(8)):
                 self.sent += 1
             if self.victron:

@@ -307,6 +307,25 @@ class ColdMorning(Scenario):
         sim.pack.ambient_c = -5.0 + min(10.0, 10.0 * t_ms / 21600000)
 
 
+class ColdEmpty(Scenario):
+    name = "cold-empty"
+    doc = ("a pack near empty (run it with --soc 4; issue 12 used 15 cells) at -5 degC on a cold "
+           "morning: charging is blocked, the heater runs from the pack, the inverter wants to "
+           "charge; nothing may ask it for charge or force charge until the cells are warm")
+    hours = 1.0
+
+    def setup(self, sim, opts):
+        sim.pack.set_temperature(-5.0)
+        sim.pack.ambient_c = -5.0
+        return {"have_heater": 1}
+
+    def load_ma(self, sim, t_ms):
+        # grid/PV would charge at 0.2 C all along; the house draws 0.05 C for 5 min at 20 min
+        if 1200000 <= t_ms < 1500000:
+            return -_c(sim, 0.05)
+        return _c(sim, 0.2)
+
+
 class SocDrift(Scenario):
     name = "soc-drift"
     doc = "four days without a full charge and a +0.5 A current-sensor offset"
@@ -470,6 +489,7 @@ ALL = (
     ImbalanceHome,
     HighCell,
     ColdMorning,
+    ColdEmpty,
     SocDrift,
     AgedPack,
     InverterLost,
