@@ -48,9 +48,9 @@ def test_text_settings_read_and_write_whole():
     # a read starting inside the text gives its later bytes
     r = _ask(bms, uart, srv, read_req(1, 3, a + 1, 2), 1100)
     assert bytes(r[3:7]) == b".0.0"  # bytes 2..5 of "10.0.0.7"
-    # locked: refused (04); unlocked: written whole
+    # locked: refused (01, the server is in the wrong state); unlocked: written whole
     r = _ask(bms, uart, srv, write_n(1, a, _words("broker.lan", n)), 1200)
-    assert r[1] == 0x90 and r[2] == 4 and bms.cfg.mqtt_host == "10.0.0.7"
+    assert r[1] == 0x90 and r[2] == 1 and bms.cfg.mqtt_host == "10.0.0.7"
     assert _ask(bms, uart, srv, write1(1, regmap.UNLOCK_ADDR, PIN), 1300)[1] == 6
     r = _ask(bms, uart, srv, write_n(1, a, _words("broker.lan", n)), 1400)
     assert r[1] == 16 and bms.cfg.mqtt_host == "broker.lan"

@@ -550,7 +550,8 @@ class ModbusServer:
     def _write(self, rx, addr_off, data_off, cnt):
         # Validate and apply cnt words starting at the address in rx[addr_off]. 0 or an
         # exception code. Nothing changes unless every word is acceptable. Order: every
-        # address mapped and writable (02), then the lock (01), then the values (03).
+        # address mapped and writable, whole registers only (02), then the lock (01), then
+        # the values (03).
         start = (rx[addr_off] << 8) | rx[addr_off + 1]
         R = self._R
         now = self._now
@@ -566,13 +567,15 @@ class ModbusServer:
             tak = R[ro + 2]
             if not (tak >> 2) & 2 or k & 1:
                 return EX_ADDRESS
-            if tak & 3 >= 2:
-                if i + 1 >= cnt:
-                    return EX_ADDRESS  # half of a 32-bit register
-                i += 2
+            kind = tak >> 4
+            if kind == 5:  # K_TEXT: all of its registers in this write
+                n = R[ro + 5]
             else:
-                i += 1
-            if tak >> 4 == 4:  # a special register (unlock, factory_reset): alone only
+                n = 2 if tak & 3 >= 2 else 1
+            if i + n > cnt:
+                return EX_ADDRESS  # half of a 32-bit register or of a text
+            i += n
+            if kind == 4:  # a special register (unlock, factory_reset): alone only
                 if cnt != 1:
                     return EX_ADDRESS
                 special = ro
@@ -583,10 +586,27 @@ class ModbusServer:
             return self._factory_reset(w, now)
         i = 0
         while i < cnt:
-            k = self._find(start + i)
-            ro = (k >> 1) * 8
-            t = R[ro + 2] & 3
+            ro = (self._find(start + i) >> 1) * 8
+            tak = R[ro + 2]
+            t = tak & 3
+            name = self._paths[(R[ro + 3] << 8) | R[ro + 4]]
             o = data_off + 2 * i
+            if not self._unlocked:
+                self._log_limited(now, EV_CONFIG_REJECT, field_index(name),
+                                  (rx[o] << 8) | rx[o + 1])
+                return EX_LOCKED
+            if tak >> 4 == 5:  # K_TEXT: UTF-8, NUL-padded
+                nw = R[ro + 5]
+                end = 2 * nw
+                while end and rx[o + end - 1] == 0:
+                    end -= 1
+                try:
+                    changes[name] = bytes(rx[o:o + end]).decode()
+                except UnicodeError:
+                    self._log_limited(now, EV_CONFIG_REJECT, field_index(name), 0)
+                    return EX_VALUE
+                i += nw
+                continue
             w = (rx[o] << 8) | rx[o + 1]
             if t >= 2:
                 w = (w << 16) | (rx[o + 2] << 8) | rx[o + 3]
@@ -597,28 +617,6 @@ class ModbusServer:
                 if t == 1 and w & 0x8000:
                     w -= 0x10000
                 i += 1
-            name = self._paths[(R[ro + 3] << 8) | R[ro + 4]]
-            if not self._unlocked:
-                self._log_limited(now, EV_CONFIG_REJECT, field_index(name), w)
-                return EX_LOCKED
-            if tak >> 4 == 5:  # K_TEXT: all of its registers in this write, or nothing
-                i -= 1  # (counted as one u16 above)
-                nw = R[ro + 5]
-                if i + nw > cnt:
-                    return EX_ADDRESS
-                raw = bytearray(2 * nw)
-                for j in range(2 * nw):
-                    raw[j] = rx[data_off + 2 * i + j]
-                end = 2 * nw
-                while end and raw[end - 1] == 0:
-                    end -= 1
-                try:
-                    changes[name] = bytes(raw[:end]).decode()
-                except UnicodeError:
-                    self._log_limited(now, EV_CONFIG_REJECT, field_index(name), 0)
-                    return EX_VALUE
-                i += nw
-                continue
             f = FIELDS[field_index(name)]
             if len(f) == 2:  # enum: register = index of the choice
                 if not 0 <= w < len(f[1]):

@@ -40,6 +40,8 @@ class FakeEst:
         self.capacity_mah = 100000
         self.r_mohm = 10
         self.cycles = 0
+        self.chg_wh_total = 0.0
+        self.dsg_wh_total = 0.0
 
 
 class FakeLimits:
