@@ -1,0 +1,129 @@
+# rp2emu_probe: the firmware's figures on the emulated Pico. Runs on the chip, never on a board.
+#
+# tools/rp2emu puts this module (compiled, /lib/rp2emu_probe.mpy) and a /boot.py that imports it
+# next to the dist in the emulated Pico's filesystem. MicroPython runs boot.py before main.py,
+# so the probe measures the imports, then wraps bms.app.Bms methods; main.py then runs the
+# firmware unchanged. Figures go to the console as lines "@@rp2emu <kind> <ints...>", which
+# the runner passes to the bridge (tools/rp2emu/bridge.py):
+#   heap T U           heap size, bytes in use before the firmware (after a collection)
+#   mod NAME A R B     module import: A bytes allocated with the collector off (garbage
+#                      included), R bytes still held after a collection, B bytes held before
+#   boot L F           after Bms.boot(): bytes held by the firmware (L), free heap (F)
+#   stats ...          every 10 s of chip time (_report): see the columns there
+# Cycle times are ticks_us around Bms.fast_cycle/slow_cycle/comms_cycle: CPU and bus time
+# (the I2C and SPI transfers block). Allocation = gc.mem_alloc() growth across one call
+# (calls during which the collector ran are left out). The collection before each report runs
+# outside the measured calls.
+import gc
+import time
+from array import array
+
+from micropython import const
+
+_REPORT_CYCLES = const(40)
+
+
+def _p(*a):
+    print("@@rp2emu", *a)
+
+
+try:
+    with open("/rp2emu.txt") as _f:
+        _MODS = _f.read().split()
+except OSError:
+    _MODS = ["bms.app"]
+gc.collect()
+_BASE = gc.mem_alloc()
+_p("heap", gc.mem_free() + _BASE, _BASE)
+for _m in _MODS:
+    gc.collect()
+    _b = gc.mem_alloc()
+    gc.disable()
+    try:
+        __import__(_m)
+    except ImportError:
+        _p("noimport", _m)
+    _a = gc.mem_alloc()
+    gc.enable()
+    gc.collect()
+    _p("mod", _m, _a - _b, gc.mem_alloc() - _b, _b - _BASE)
+
+import bms.app as _app  # noqa: E402
+
+_B = _app.Bms
+_orig_boot = _B.boot
+_orig_fast = _B.fast_cycle
+_orig_slow = _B.slow_cycle
+_orig_comms = _B.comms_cycle
+# 0 n_fast, 1 us_fast, 2 max_fast, 3 alloc_fast, 4 n_alloc_fast, 5 n_slow, 6 us_slow,
+# 7 max_slow, 8 alloc_slow, 9 n_alloc_slow, 10 n_comms, 11 us_comms
+_S = array("l", [0] * 12)
+_ma = gc.mem_alloc
+_us = time.ticks_us
+_diff = time.ticks_diff
+
+
+def _boot(self):
+    _orig_boot(self)
+    gc.collect()
+    _p("boot", gc.mem_alloc() - _BASE, gc.mem_free())
+
+
+def _fast(self, now):
+    a0 = _ma()
+    t0 = _us()
+    r = _orig_fast(self, now)
+    dt = _diff(_us(), t0)
+    da = _ma() - a0
+    s = _S
+    s[0] += 1
+    s[1] += dt
+    if dt > s[2]:
+        s[2] = dt
+    if da >= 0:
+        s[3] += da
+        s[4] += 1
+    if s[0] >= _REPORT_CYCLES:
+        _report()
+    return r
+
+
+def _slow(self, now):
+    a0 = _ma()
+    t0 = _us()
+    _orig_slow(self, now)
+    dt = _diff(_us(), t0)
+    da = _ma() - a0
+    s = _S
+    s[5] += 1
+    s[6] += dt
+    if dt > s[7]:
+        s[7] = dt
+    if da >= 0:
+        s[8] += da
+        s[9] += 1
+
+
+def _comms(self, now):
+    t0 = _us()
+    _orig_comms(self, now)
+    s = _S
+    s[10] += 1
+    s[11] += _diff(_us(), t0)
+
+
+def _report():
+    # live free n_fast us_fast max_fast alloc_fast n_slow us_slow max_slow alloc_slow
+    # n_alloc_fast n_alloc_slow n_comms us_comms
+    s = _S
+    gc.collect()
+    _p("stats", _ma() - _BASE, gc.mem_free(), s[0], s[1], s[2], s[3], s[5], s[6], s[7], s[8],
+       s[4], s[9], s[10], s[11])
+    for i in range(12):
+        s[i] = 0
+
+
+_B.boot = _boot
+_B.fast_cycle = _fast
+_B.slow_cycle = _slow
+_B.comms_cycle = _comms
