@@ -14,13 +14,17 @@ DIST ?= dist/$(BOARD)
 HEAP ?= 512K
 HOURS ?= 24
 SIMARGS ?=
+RP2_FW ?=
+RP2EMU := tools/rp2emu
+RP2EMU_NPM := $(RP2EMU)/node_modules/.installed
 ARCHES := armv6m xtensawin
 MICROPYPATH_TEST := host_tests:host_tests/fakes:firmware:tools:.:.frozen
 MICROPYPATH_SIM := firmware:tools:.:.frozen
 FW_SRC := $(shell find firmware boards -name '*.py' 2>/dev/null)
 BOARD_ARCH = $(shell sed -n 's/^MPY_ARCH = "\(.*\)"/\1/p' boards/$(BOARD)/board.py)
 
-.PHONY: help venv test lint mpy typecheck pytest mpytest sim bench bench-soc dist flash repl clean
+.PHONY: help venv test lint mpy typecheck pytest mpytest sim bench bench-soc dist flash repl clean \
+	rp2emu rp2emu-pty rp2emu-deps
 
 help:  ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,8 +78,9 @@ sim: $(STAMP)  ## Run the firmware on the virtual board (HOURS=24 SIMARGS='--sce
 		--log build/sim/sim.csv --candump build/sim/can.log $(SIMARGS)
 	@if [ -f tools/plot.py ]; then $(BIN)/python tools/plot.py build/sim/sim.csv -o build/sim/sim.png; fi
 
-bench: $(STAMP) mpy  ## Benchmarks: heap per cycle, .mpy sizes, reaction times (last line: JSON)
-	$(BIN)/python tools/bench.py
+bench: $(STAMP) mpy  ## Benchmarks (last line: JSON); with RP2_FW=...uf2 also the emulated Pico's figures
+	@if [ -n "$(RP2_FW)" ]; then $(MAKE) --no-print-directory rp2emu-deps; fi
+	RP2_FW="$(RP2_FW)" $(BIN)/python tools/bench.py
 
 bench-soc: $(STAMP)  ## SOC/SOH accuracy benchmark on generated and measured traces
 	$(BIN)/python tools/bench_soc.py
@@ -100,6 +105,24 @@ flash: dist  ## Compile and copy to a board: make flash BOARD=rp2_pico PORT=/dev
 
 repl: $(STAMP)  ## Open the board's REPL (the BMS keeps running under aiorepl)
 	$(MPREMOTE) connect $(PORT) repl
+
+# The emulated Pico (tools/rp2emu): the npm package rp2040js, pinned by package-lock.json.
+$(RP2EMU_NPM): $(RP2EMU)/package.json $(RP2EMU)/package-lock.json
+	cd $(RP2EMU) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+rp2emu-deps: $(STAMP) $(RP2EMU_NPM)
+	@$(MAKE) --no-print-directory dist BOARD=rp2_pico DIST=dist/rp2_pico >/dev/null
+
+rp2emu: $(STAMP)  ## Run the dist on an emulated Pico: make rp2emu RP2_FW=RPI_PICO.uf2 [SIMARGS='--scenario cell-ov']
+	@$(BIN)/python $(RP2EMU)/rp2emu.py --check-fw --fw "$(RP2_FW)"
+	@$(MAKE) --no-print-directory rp2emu-deps
+	$(BIN)/python $(RP2EMU)/rp2emu.py --fw "$(RP2_FW)" $(SIMARGS)
+
+rp2emu-pty: $(STAMP)  ## The emulated Pico's USB console on a PTY for make flash/repl (BLANK=1: erased filesystem)
+	@$(BIN)/python $(RP2EMU)/rp2emu.py --check-fw --fw "$(RP2_FW)"
+	@$(MAKE) --no-print-directory rp2emu-deps
+	$(BIN)/python $(RP2EMU)/rp2emu.py --fw "$(RP2_FW)" --pty $(if $(BLANK),--blank) $(SIMARGS)
 
 clean:  ## Remove build output (keeps .venv)
 	rm -rf build dist

@@ -67,6 +67,7 @@ def parse_args(argv):
     ap.add_argument("--speed", type=float, default=-1.0)
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--check-fw", action="store_true", help=argparse.SUPPRESS)
     # tools/sim.py options that do not apply: the board fixes the pack
     for opt in ("--cells", "--chemistry", "--capacity-ah", "--rs485", "--can-bridge", "--flash"):
         ap.add_argument(opt, default=None, help=argparse.SUPPRESS)
@@ -259,8 +260,10 @@ JSON_KEYS = ("rp2_heap_free_kb", "rp2_firmware_heap_kb", "rp2_import_peak_kb",
 
 
 def run(args):
-    os.makedirs(BUILD, exist_ok=True)
     check_image(args.fw)
+    if args.check_fw:
+        return 0
+    os.makedirs(BUILD, exist_ok=True)
     overrides = overrides_of(args.set)
     import bridge
 
