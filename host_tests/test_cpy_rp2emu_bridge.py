@@ -36,6 +36,11 @@ class Proc:
             self.rx += bytes.fromhex(rx)
         return payload
 
+    def post(self, op, rest=""):
+        # pin changes and probe lines: no reply
+        self.p.stdin.write("%s %d%s\n" % (op, self.t_us, " " + rest if rest else ""))
+        self.p.stdin.flush()
+
     def advance_ms(self, ms):
         self.t_us += ms * 1000
         return self.call("T", "-")
@@ -90,7 +95,7 @@ class BusPin:
         if v is None:
             return self.v
         self.v = 1 if v else 0
-        self.proc.call("SC", str(self.v))
+        self.proc.post("SC", str(self.v))
 
     def __call__(self, v=None):
         return self.value(v)

@@ -11,15 +11,17 @@ Requests (t = chip time in us; hex = bytes as hex, "-" = none):
     IP t addr            I2C address phase of a write: is anybody there?      -> A | N
     IW t addr hex        I2C write transaction (ended by STOP)                -> A | N
     IR t addr hex n      I2C [write hex, repeated START,] read n bytes        -> hex | N
-    SC t level           MCP2515 chip select (GP17) changed                   -> -
-    S  t hex             one SPI byte out (MOSI)                              -> hex (MISO)
+    SC t level           MCP2515 chip select (GP17) changed                   (no reply)
+    S  t hex             SPI bytes out (MOSI) in one CS-low frame, in order    -> hex (MISO)
     G  t pin level       a watched GPIO output changed (RS485 DE, heater, fan, ALERT, BOOT)
-    P  t text            a line the probe printed on the console (@@rp2emu ...)
+                                                                              (no reply)
+    P  t text            a line the probe printed on the console (@@rp2emu ...) (no reply)
     W  t cause           the MCU restarted (wdt = watchdog expiry, reset = forced reset)
+                                                                              (no reply)
     E  t json            end of the run: the runner's own figures; the bridge writes the summary
-Reply: "<payload> <alert> <int> <rx> <stop>": alert = the AFE's ALERT output, int = the
-MCP2515's /INT, rx = bytes to send to the Pico's UART0 RX (Modbus requests), stop = 1 once
-the run's simulated time is over.
+Reply (to the others): "<payload> <alert> <int> <rx> <stop>": alert = the AFE's ALERT
+output, int = the MCP2515's /INT, rx = bytes to send to the Pico's UART0 RX (Modbus
+requests), stop = 1 once the run's simulated time is over.
 
 The bridge is also the Modbus RTU master that fills the log: once per simulated second it
 reads the firmware's registers (tools/regmap.csv) over UART0 and writes the row of
@@ -51,6 +53,7 @@ BOOT_PIN = pico.BOOT_PIN
 # Register blocks polled once a second (contiguous runs of tools/regmap.csv).
 POLL_BLOCKS = ((10, 20), (40, 9), (60, 7), (80, 8), (100, 0), (120, 0), (140, 1))
 _POLL_TIMEOUT_MS = 900
+_NO_REPLY = ("SC", "G", "P", "W")
 
 
 def crc16(data):
@@ -350,15 +353,18 @@ class Bridge:
             self.cs = int(parts[2])
             sim.can_cs.value(self.cs)
         elif op == "S":
-            self.spi_bytes += 1
-            b = int(parts[2], 16)
-            payload = "%02x" % (sim.mcp._xfer(b) & 0xFF if self.cs == 0 else 0xFF)
+            out = bytes.fromhex(parts[2])
+            self.spi_bytes += len(out)
+            x = sim.mcp._xfer
+            payload = bytes(x(b) & 0xFF if self.cs == 0 else 0xFF for b in out).hex()
         elif op == "G":
             self._gpio(int(parts[2]), int(parts[3]))
         elif op == "P":
             self._probe(parts[2] + (" " + parts[3] if len(parts) > 3 else ""))
         elif op == "W":
             self.restarts.append((self.t_ms, parts[2]))
+        if op in _NO_REPLY:
+            return None
         elif op == "E":
             self.finish(json.loads(parts[2] + (" " + parts[3] if len(parts) > 3 else "")))
             return "- 0 0 - 1"
@@ -536,8 +542,10 @@ def main(argv):
         line = rd()
         if not line:
             break
-        wr(br.handle(line.rstrip("\n")) + "\n")
-        fl()
+        r = br.handle(line.rstrip("\n"))
+        if r is not None:
+            wr(r + "\n")
+            fl()
         if line.startswith("E "):
             break
     return 0

@@ -6,13 +6,15 @@
 # firmware unchanged. Figures go to the console as lines "@@rp2emu <kind> <ints...>", which
 # the runner passes to the bridge (tools/rp2emu/bridge.py):
 #   heap T U           heap size, bytes in use before the firmware (after a collection)
+#                      (this and the mod lines are measured in boot.py, printed at Bms.boot())
 #   mod NAME A R B     module import: A bytes allocated with the collector off (garbage
 #                      included), R bytes still held after a collection, B bytes held before
 #   boot L F           after Bms.boot(): bytes held by the firmware (L), free heap (F)
 #   stats ...          every 10 s of chip time (_report): see the columns there
 # Cycle times are ticks_us around Bms.fast_cycle/slow_cycle/comms_cycle: CPU and bus time
 # (the I2C and SPI transfers block). Allocation = gc.mem_alloc() growth across one call
-# (calls during which the collector ran are left out). The collection before each report runs
+# (every 4th fast and every 2nd slow cycle: it walks the heap; calls during which the
+# collector ran are left out). The collection before each report runs
 # outside the measured calls.
 import gc
 import time
@@ -32,21 +34,27 @@ try:
         _MODS = _f.read().split()
 except OSError:
     _MODS = ["bms.app"]
+# boot.py runs before the USB host has enumerated the console: keep the import figures in a
+# preallocated array and print them with the boot line.
+_M = array("l", [0] * (3 * len(_MODS)))
 gc.collect()
 _BASE = gc.mem_alloc()
-_p("heap", gc.mem_free() + _BASE, _BASE)
-for _m in _MODS:
+_FREE0 = gc.mem_free()
+for _i in range(len(_MODS)):
     gc.collect()
     _b = gc.mem_alloc()
     gc.disable()
+    _ok = True
     try:
-        __import__(_m)
+        __import__(_MODS[_i])
     except ImportError:
-        _p("noimport", _m)
+        _ok = False
     _a = gc.mem_alloc()
     gc.enable()
     gc.collect()
-    _p("mod", _m, _a - _b, gc.mem_alloc() - _b, _b - _BASE)
+    _M[3 * _i] = _a - _b if _ok else -1
+    _M[3 * _i + 1] = gc.mem_alloc() - _b if _ok else -1
+    _M[3 * _i + 2] = _b - _BASE
 
 import bms.app as _app  # noqa: E402
 
@@ -66,42 +74,52 @@ _diff = time.ticks_diff
 def _boot(self):
     _orig_boot(self)
     gc.collect()
-    _p("boot", gc.mem_alloc() - _BASE, gc.mem_free())
+    live = gc.mem_alloc() - _BASE
+    free = gc.mem_free()
+    _p("heap", _FREE0 + _BASE, _BASE)
+    for i in range(len(_MODS)):
+        _p("mod", _MODS[i], _M[3 * i], _M[3 * i + 1], _M[3 * i + 2])
+    _p("boot", live, free)
 
 
 def _fast(self, now):
-    a0 = _ma()
+    # gc.mem_alloc() walks the whole heap's allocation table: every 4th cycle only
+    s = _S
+    probe = not s[0] & 3
+    a0 = _ma() if probe else 0
     t0 = _us()
     r = _orig_fast(self, now)
     dt = _diff(_us(), t0)
-    da = _ma() - a0
-    s = _S
     s[0] += 1
     s[1] += dt
     if dt > s[2]:
         s[2] = dt
-    if da >= 0:
-        s[3] += da
-        s[4] += 1
+    if probe:
+        da = _ma() - a0
+        if da >= 0:
+            s[3] += da
+            s[4] += 1
     if s[0] >= _REPORT_CYCLES:
         _report()
     return r
 
 
 def _slow(self, now):
-    a0 = _ma()
+    s = _S
+    probe = not s[5] & 1
+    a0 = _ma() if probe else 0
     t0 = _us()
     _orig_slow(self, now)
     dt = _diff(_us(), t0)
-    da = _ma() - a0
-    s = _S
     s[5] += 1
     s[6] += dt
     if dt > s[7]:
         s[7] = dt
-    if da >= 0:
-        s[8] += da
-        s[9] += 1
+    if probe:
+        da = _ma() - a0
+        if da >= 0:
+            s[8] += da
+            s[9] += 1
 
 
 def _comms(self, now):

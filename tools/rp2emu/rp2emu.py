@@ -55,15 +55,16 @@ def parse_args(argv):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--soc", type=float, default=-1.0)
     ap.add_argument("--set", default="")
-    ap.add_argument("--log", default=os.path.join(BUILD, "rp2emu.csv"))
-    ap.add_argument("--candump", default=os.path.join(BUILD, "can.log"))
+    ap.add_argument("--out", default=BUILD)
+    ap.add_argument("--log", default="")
+    ap.add_argument("--candump", default="")
     ap.add_argument("--summary", default="")
-    ap.add_argument("--console", default=os.path.join(BUILD, "console.log"))
-    ap.add_argument("--flash-out", default=os.path.join(BUILD, "flash.bin"))
+    ap.add_argument("--console", default="")
+    ap.add_argument("--flash-out", default="")
     ap.add_argument("--flash-in", default="")
     ap.add_argument("--pty", action="store_true")
     ap.add_argument("--blank", action="store_true")
-    ap.add_argument("--link", default=os.path.join(BUILD, "tty"))
+    ap.add_argument("--link", default="")
     ap.add_argument("--speed", type=float, default=-1.0)
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--quiet", action="store_true")
@@ -72,6 +73,10 @@ def parse_args(argv):
     for opt in ("--cells", "--chemistry", "--capacity-ah", "--rs485", "--can-bridge", "--flash"):
         ap.add_argument(opt, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    for opt, name in (("log", "rp2emu.csv"), ("candump", "can.log"), ("console", "console.log"),
+                      ("flash_out", "flash.bin"), ("summary", "summary.json"), ("link", "tty")):
+        if not getattr(a, opt):
+            setattr(a, opt, os.path.join(a.out, name))
     for opt in ("cells", "chemistry", "capacity_ah", "rs485", "can_bridge", "flash"):
         if getattr(a, opt) is not None:
             raise UsageError("--%s does not apply to rp2emu: the pack is the one "
@@ -263,8 +268,12 @@ def run(args):
     check_image(args.fw)
     if args.check_fw:
         return 0
-    os.makedirs(BUILD, exist_ok=True)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
     overrides = overrides_of(args.set)
+    # The log's Modbus master polls seven register blocks a second; at the board's 9600 baud
+    # the firmware would spend ~0.3 s a second sending answers (uart.flush() blocks).
+    overrides.setdefault("modbus_baud", 115200)
     import bridge
 
     scen_ov = {}
@@ -278,11 +287,11 @@ def run(args):
     from bms.config import ConfigError
 
     try:
-        fs_files = fs_image(args, allov, os.path.join(BUILD, "fs.img"))
+        fs_files = fs_image(args, allov, os.path.join(out, "fs.img"))
     except ConfigError as e:
         raise UsageError("configuration refused: %s" % e) from None
-    rom = bootrom(os.path.join(BUILD, "bootrom.bin"))
-    summary = args.summary or os.path.join(BUILD, "summary.json")
+    rom = bootrom(os.path.join(out, "bootrom.bin"))
+    summary = args.summary
     hours = args.hours
     if args.pty and hours <= 0:
         hours = 1e6  # until stopped
@@ -292,8 +301,8 @@ def run(args):
     if not args.pty:
         bcmd += ["--log", args.log, "--candump", args.candump]
     cmd = node_cmd(args) + ["--uf2", args.fw, "--bootrom", rom, "--fs",
-                            os.path.join(BUILD, "fs.img"), "--summary",
-                            os.path.join(BUILD, "runner.json")]
+                            os.path.join(out, "fs.img"), "--summary",
+                            os.path.join(out, "runner.json")]
     if args.flash_in:
         cmd += ["--flash-in", args.flash_in]
     if args.flash_out:

@@ -34,12 +34,14 @@ import { FlashModel } from './flash.mjs';
 
 const FLASH_SIZE = 2 * 1024 * 1024;
 const FS_OFFSET = 0xa0000;
-const TICK_NS = 10e6; // bridge time push every 10 ms of chip time
+const TICK_NS = 50e6; // bridge time push every 50 ms of chip time
 const BKPT_ERASE = 0xe0;
 const BKPT_PROGRAM = 0xe1;
 const PIN = { de: 2, sda: 4, scl: 5, heater: 14, fan: 15, cs: 17, int: 20, alert: 21, boot: 22 };
 const WATCHED = [PIN.de, PIN.heater, PIN.fan, PIN.alert, PIN.boot];
 const I2C_READ_AHEAD = 128;
+// RP2EMU_PROFILE=file: sample the PC every 997 instructions, write "pc count" lines at the end
+const PROFILE = process.env.RP2EMU_PROFILE ? new Map() : null;
 
 function fail(msg) {
   process.stderr.write(`rp2emu: ${msg}\n`);
@@ -135,7 +137,19 @@ class Bridge {
     return this.queue.length > 0;
   }
   call(line, cb) {
+    this.calls = (this.calls || 0) + 1;
+    this.ops = this.ops || {};
+    const op = line.slice(0, line.indexOf(' '));
+    this.ops[op] = (this.ops[op] || 0) + 1;
     this.queue.push(cb);
+    this.proc.stdin.write(line + '\n');
+  }
+  post(line) {
+    // a message without a reply (pin changes, probe lines): the pipe keeps the order
+    this.calls = (this.calls || 0) + 1;
+    this.ops = this.ops || {};
+    const op = line.slice(0, line.indexOf(' '));
+    this.ops[op] = (this.ops[op] || 0) + 1;
     this.proc.stdin.write(line + '\n');
   }
   reply(line) {
@@ -178,7 +192,9 @@ class Board {
     }
     this.bridge = new Bridge(args.bridge);
     this.offsetNs = 0; // chip time before the last restart
-    this.stats = { wdt_resets: 0, forced_resets: 0, busy_ns: 0, sleep_ns: 0, instructions: 0 };
+    this.stats = {
+      wdt_resets: 0, forced_resets: 0, busy_ns: 0, sleep_ns: 0, instructions: 0, bridge_wait_ms: 0,
+    };
     this.uartOut = [];
     this.hostIn = []; // bytes from the PTY waiting for the USB CDC
     this.stopping = false;
@@ -192,6 +208,10 @@ class Board {
 
   nowUs() {
     return Math.floor((this.offsetNs + this.mcu.clock.nanos) / 1000);
+  }
+
+  post(op, rest) {
+    this.bridge.post(`${op} ${this.nowUs()}${rest ? ' ' + rest : ''}`);
   }
 
   send(op, rest, cb) {
@@ -322,7 +342,7 @@ class Board {
       if (b === 10) {
         const line = this.consoleLine.replace(/\r$/, '');
         this.consoleLine = '';
-        if (line.startsWith('@@rp2emu ')) this.send('P', line.slice(9));
+        if (line.startsWith('@@rp2emu ')) this.post('P', line.slice(9));
         else if (this.args.ptyFd < 0 && !this.args.quiet && /Error|Traceback/.test(line)) {
           process.stderr.write(`pico: ${line}\n`);
         }
@@ -411,6 +431,15 @@ class Board {
     let phase = null; // {addr, write: [], read: null | Buffer, idx}
     let pendingWrite = null; // write phase ended by a repeated START: [addr, bytes]
     let inFlight = false;
+    // The SDK's transfer loops poll these registers while a byte is on the wire; nothing they
+    // show can change before the next clock alarm, so the CPU's time jumps there (the loop's
+    // timeout check then reads the later time: the same decision, without emulating the spin).
+    const POLLED = new Set([0x34, 0x70, 0x74, 0x78, 0x80]);
+    const readI2c = i2c.readUint32.bind(i2c);
+    i2c.readUint32 = (offset) => {
+      if (inFlight && POLLED.has(offset)) this.spin = true;
+      return readI2c(offset);
+    };
     const setInts = i2c.setInterrupts.bind(i2c);
     i2c.setInterrupts = (mask) => {
       if (inFlight && i2c.control & TX_EMPTY_CTRL) mask &= ~TX_EMPTY;
@@ -480,19 +509,41 @@ class Board {
   }
 
   wireSpi(mcu) {
+    // One byte = dataBits at the SPI clock the firmware set. The MCP2515's answer to a byte
+    // depends only on the bytes before it in the same CS-low frame, so the bridge is asked
+    // once the first byte's time is over, for that byte and every byte the CPU has queued in
+    // the TX FIFO meanwhile; the answers for the queued ones are then played back in order.
     const spi = mcu.spi[0];
-    const alarm = mcu.clock.createAlarm(() => spi.completeTransmit(this.spiMiso));
+    this.spiAhead = []; // [mosi, miso] answered in advance (cleared when CS changes)
+    let current = 0;
+    const byteNs = () => (spi.dataBits * 1e9) / (spi.clockFrequency || 1e6);
+    const done = mcu.clock.createAlarm(() => spi.completeTransmit(this.spiMiso));
+    const ask = mcu.clock.createAlarm(() => {
+      const batch = [current];
+      const f = spi.txFIFO;
+      for (let i = 0; i < f.itemCount; i++) batch.push(f.buffer[(f.start + i) % f.size]);
+      this.send('S', Buffer.from(batch).toString('hex'), (p) => {
+        const miso = Buffer.from(p, 'hex');
+        this.spiAhead = [];
+        for (let i = 1; i < batch.length; i++) this.spiAhead.push([batch[i], miso[i]]);
+        spi.completeTransmit(miso[0]);
+      });
+    });
     spi.onTransmit = (value) => {
-      const ns = (spi.dataBits * 1e9) / (spi.clockFrequency || 1e6);
       if (this.cs) {
         this.spiMiso = 0xff;
-        alarm.schedule(ns);
+        done.schedule(byteNs());
         return;
       }
-      this.send('S', value.toString(16).padStart(2, '0'), (p) => {
-        this.spiMiso = parseInt(p, 16);
-        alarm.schedule(ns);
-      });
+      const ahead = this.spiAhead;
+      if (ahead.length && ahead[0][0] === value) {
+        this.spiMiso = ahead.shift()[1];
+        done.schedule(byteNs());
+        return;
+      }
+      this.spiAhead = [];
+      current = value;
+      ask.schedule(byteNs());
     };
   }
 
@@ -503,7 +554,8 @@ class Board {
       const v = s === GPIOPinState.Low ? 0 : 1;
       if (v !== this.cs) {
         this.cs = v;
-        this.send('SC', `${v}`);
+        this.spiAhead = [];
+        this.post('SC', `${v}`);
       }
     });
     for (const pin of WATCHED) {
@@ -511,7 +563,7 @@ class Board {
         const v = high(s) ? 1 : 0;
         if (pin === PIN.de) this.de = v;
         if (pin === PIN.alert) this.alertDriven = s === GPIOPinState.High || s === GPIOPinState.Low;
-        this.send('G', `${pin} ${v}`);
+        this.post('G', `${pin} ${v}`);
       });
     }
     mcu.gpio[PIN.int].setInputValue(true);
@@ -537,9 +589,18 @@ class Board {
           d += this.stallNs;
           this.stallNs = 0;
         }
+        if (this.spin) {
+          // busy-waiting on a peripheral: the CPU spins (busy) until the next event
+          this.spin = false;
+          const skip = clock.nanosToNextAlarm;
+          if (skip > d) d = skip;
+        }
         clock.tick(d);
         st.busy_ns += d;
-        st.instructions++;
+        if (++st.instructions % 997 === 0 && PROFILE) {
+          const pc = core.PC & ~1;
+          PROFILE.set(pc, (PROFILE.get(pc) || 0) + 1);
+        }
       }
     }
   }
@@ -549,7 +610,9 @@ class Board {
     const speed = this.args.speed;
     while (!this.stopping) {
       if (this.bridge.pending) {
+        const w0 = performance.now();
         await this.bridge.idle();
+        this.stats.bridge_wait_ms += performance.now() - w0;
         continue;
       }
       if (this.restart) {
@@ -557,7 +620,7 @@ class Board {
         this.restart = null;
         if (cause === 'wdt') this.stats.wdt_resets++;
         else this.stats.forced_resets++;
-        this.send('W', cause);
+        this.post('W', cause);
         this.build(cause);
         continue;
       }
@@ -578,9 +641,14 @@ class Board {
       chip_s: (this.offsetNs + this.mcu.clock.nanos) / 1e9,
       cpu_load_pct: (100 * st.busy_ns) / Math.max(1, st.busy_ns + st.sleep_ns),
       flash: this.flashModel.stats(),
+      bridge_calls: this.bridge.ops,
     };
     await new Promise((r) => this.send('E', JSON.stringify(out), r));
     if (this.args.flashOut) fs.writeFileSync(this.args.flashOut, this.mcu.flash.subarray(0, FLASH_SIZE));
+    if (PROFILE) {
+      const lines = [...PROFILE.entries()].map(([pc, n]) => `${pc.toString(16)} ${n}`);
+      fs.writeFileSync(process.env.RP2EMU_PROFILE, lines.join('\n') + '\n');
+    }
     if (this.args.summary) fs.writeFileSync(this.args.summary, JSON.stringify(out));
     return out;
   }
