@@ -14,6 +14,7 @@ DIST ?= dist/$(BOARD)
 HEAP ?= 512K
 HOURS ?= 24
 SIMARGS ?=
+AIOREPL ?= 1
 RP2_FW ?=
 RP2EMU := tools/rp2emu
 RP2EMU_NPM := $(RP2EMU)/node_modules/.installed
@@ -99,8 +100,9 @@ flash: dist  ## Compile and copy to a board: make flash BOARD=rp2_pico PORT=/dev
 	@$(MPREMOTE) connect $(PORT) eval "1" >/dev/null 2>&1 || { \
 		echo "No MicroPython board answers on PORT=$(PORT). Check the USB cable, that the board runs"; \
 		echo "MicroPython (not the UF2 bootloader), and 'mpremote connect list' for the right port."; exit 3; }
-	$(MPREMOTE) connect $(PORT) mip install aiorepl + \
-		cp -r $(DIST)/lib : + cp $(DIST)/main.py :main.py + reset
+	@if [ "$(AIOREPL)" != 0 ]; then $(MPREMOTE) connect $(PORT) mip install aiorepl || \
+		echo "aiorepl not installed (mip needs the internet; AIOREPL=0 skips it): the firmware uses its line console"; fi
+	$(MPREMOTE) connect $(PORT) cp -r $(DIST)/lib : + cp $(DIST)/main.py :main.py + reset
 	@echo "flashed $(BOARD) on $(PORT)"
 
 repl: $(STAMP)  ## Open the board's REPL (the BMS keeps running under aiorepl)
