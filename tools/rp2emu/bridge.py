@@ -228,6 +228,7 @@ class Bridge:
         self.probe = {}
         self.probe_mods = []
         self.probe_stats = []
+        self.probe_ram = []
         self.restarts = []
         self.rows = 0
         self.last_regs = None
@@ -393,6 +394,8 @@ class Bridge:
         words = text.split(" ")
         if words[0] == "mod":
             self.probe_mods.append((words[1], int(words[2]), int(words[3]), int(words[4])))
+        elif words[0] == "ram":
+            self.probe_ram.append((words[1], words[2], int(words[3])))
         elif words[0] == "stats":
             self.probe_stats.append([int(w) for w in words[1:]])
         else:
@@ -460,6 +463,8 @@ class Bridge:
             n_c = sum(r[12] for r in st)
             if n_c:
                 out["rp2_comms_cycle_ms"] = round(sum(r[13] for r in st) / n_c / 1000, 3)
+        if self.probe_ram:
+            out["rp2_ram_map"] = self.probe_ram
         w = self.watch.result() if self.watch is not None else None
         if w is not None:
             out["watch"] = w

@@ -37,6 +37,11 @@ except OSError:
 # boot.py runs before the USB host has enumerated the console: keep the import figures in a
 # preallocated array and print them with the boot line.
 _M = array("l", [0] * (3 * len(_MODS)))
+try:
+    open("/rp2emu_ram").close()
+    _RAM = True
+except OSError:
+    _RAM = False
 gc.collect()
 _BASE = gc.mem_alloc()
 _FREE0 = gc.mem_free()
@@ -80,6 +85,42 @@ def _boot(self):
     for i in range(len(_MODS)):
         _p("mod", _MODS[i], _M[3 * i], _M[3 * i + 1], _M[3 * i + 2])
     _p("boot", live, free)
+    if _RAM:
+        _ram_map(self)
+
+
+def _freed(obj, name):
+    # bytes freed when obj.name stops holding its value (destructive: --ram-map runs only)
+    gc.collect()
+    a = gc.mem_alloc()
+    setattr(obj, name, None)
+    gc.collect()
+    return a - gc.mem_alloc()
+
+
+def _ram_map(bms):
+    # Where the firmware's heap goes, after boot: every object the Bms instance holds, then
+    # every global of every bms module (tables, functions and classes with their bytecode),
+    # each freed in turn and measured; what is left is the module skeletons and the
+    # interned names (qstrs), which are never freed. Then the firmware stops.
+    import sys
+
+    for name in list(bms.__dict__):
+        _p("ram", "bms", name, _freed(bms, name))
+    for mname in _MODS:
+        mod = sys.modules.get(mname)
+        if mod is None:
+            continue
+        for name in dir(mod):
+            if name.startswith("__"):
+                continue
+            try:
+                _p("ram", mname, name, _freed(mod, name))
+            except (AttributeError, TypeError):
+                pass
+    gc.collect()
+    _p("ram", "-", "left", gc.mem_alloc() - _BASE)
+    raise SystemExit("rp2emu: RAM map done")
 
 
 def _fast(self, now):

@@ -67,6 +67,7 @@ def parse_args(argv):
     ap.add_argument("--link", default="")
     ap.add_argument("--speed", type=float, default=-1.0)
     ap.add_argument("--no-probe", action="store_true")
+    ap.add_argument("--ram-map", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--check-fw", action="store_true", help=argparse.SUPPRESS)
     # tools/sim.py options that do not apply: the board fixes the pack
@@ -187,6 +188,8 @@ def fs_image(args, overrides, path):
                     files["/lib/rp2emu_probe.mpy"] = f.read()
             files["/boot.py"] = b"import rp2emu_probe  # tools/rp2emu: figures (not in a dist)\n"
             files["/rp2emu.txt"] = "\n".join(module_order()).encode()
+            if args.ram_map:
+                files["/rp2emu_ram"] = b""
         import bridge
 
         rec = bridge.config_record(overrides)
@@ -249,6 +252,14 @@ def print_figures(s, quiet=False):
         lines.append("import cost per module (allocated / resident bytes, leaves first):")
         for name, m in mods.items():
             lines.append("  %-18s %7d %7d" % (name, m["alloc_b"], m["resident_b"]))
+    ram = s.get("rp2_ram_map")
+    if ram:
+        total = sum(n for _, _, n in ram)
+        lines.append("RAM map after boot (bytes freed when each holder lets go; %d in all):"
+                     % total)
+        for mod, name, n in sorted(ram, key=lambda r: -r[2]):
+            if n >= 64:
+                lines.append("  %7d  %s.%s" % (n, mod, name))
     if s.get("log"):
         lines.append("log:     " + s["log"])
     if s.get("candump"):
