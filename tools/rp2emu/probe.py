@@ -105,7 +105,11 @@ def _ram_map(bms):
     # interned names (qstrs), which are never freed. Then the firmware stops.
     import sys
 
-    for name in list(bms.__dict__):
+    # holders first, then what they share (events, cfg, hw), so each part is counted once
+    names = [n for n in ("can", "modbus", "limits", "thermal", "bal", "est", "prot", "afe",
+                         "store", "snap", "events", "cfg", "hw") if n in bms.__dict__]
+    names += [n for n in bms.__dict__ if n not in names]
+    for name in names:
         _p("ram", "bms", name, _freed(bms, name))
     for mname in _MODS:
         mod = sys.modules.get(mname)
