@@ -90,8 +90,8 @@ def _boot(self):
 
 
 def _freed(obj, name):
-    # bytes freed when obj.name stops holding its value (destructive: --ram-map runs only)
-    gc.collect()
+    # bytes freed when obj.name stops holding its value (destructive: --ram-map runs only);
+    # the heap was collected at the end of the previous call
     a = gc.mem_alloc()
     setattr(obj, name, None)
     gc.collect()
@@ -101,16 +101,18 @@ def _freed(obj, name):
 def _ram_map(bms):
     # Where the firmware's heap goes, after boot: every object the Bms instance holds, then
     # every global of every bms module (tables, functions and classes with their bytecode),
-    # each freed in turn and measured; what is left is the module skeletons and the
+    # each freed in turn and measured, then each module itself; what is left are the
     # interned names (qstrs), which are never freed. Then the firmware stops.
     import sys
 
+    gc.collect()
     # holders first, then what they share (events, cfg, hw), so each part is counted once
     names = [n for n in ("can", "modbus", "limits", "thermal", "bal", "est", "prot", "afe",
                          "store", "snap", "events", "cfg", "hw") if n in bms.__dict__]
     names += [n for n in bms.__dict__ if n not in names]
     for name in names:
         _p("ram", "bms", name, _freed(bms, name))
+    pkg = sys.modules.get("bms")
     for mname in _MODS:
         mod = sys.modules.get(mname)
         if mod is None:
@@ -122,8 +124,18 @@ def _ram_map(bms):
                 _p("ram", mname, name, _freed(mod, name))
             except (AttributeError, TypeError):
                 pass
-    gc.collect()
-    _p("ram", "-", "left", gc.mem_alloc() - _BASE)
+    for mname in _MODS:
+        # the module object and its dict (what the globals above did not hold)
+        a = gc.mem_alloc()
+        sys.modules.pop(mname, None)
+        if pkg is not None and mname.startswith("bms."):
+            try:
+                setattr(pkg, mname[4:], None)
+            except AttributeError:
+                pass
+        gc.collect()
+        _p("ram", mname, "(module)", a - gc.mem_alloc())
+    _p("ram", "-", "(left)", gc.mem_alloc() - _BASE)
     raise SystemExit("rp2emu: RAM map done")
 
 
