@@ -175,7 +175,7 @@ class FakeBms:
 
 class Bridge:
     def __init__(self, scenario="normal", hours=-1.0, seed=1, soc=-1.0, overrides=None,
-                 log="", candump="", summary=""):
+                 log="", candump="", summary="", until_reaction=False):
         from bms.config import Config
         from bms.protection import FAULT_NAMES, STATE_NAMES
 
@@ -184,6 +184,7 @@ class Bridge:
         self.scen = scenarios.get(scenario)
         self.hours = hours if hours > 0 else self.scen.hours
         self.end_ms = int(self.hours * 3600000)
+        self.until_reaction = until_reaction  # stop 10 s after the watched FET opened
         self.cells = pico.CELLS
         sim = Simulator(chemistry=pico.CHEMISTRY, cells=pico.CELLS,
                         capacity_mah=pico.CAPACITY_MAH, seed=seed, variant=pico.AFE_VARIANT,
@@ -374,6 +375,9 @@ class Bridge:
         rx = self.rx_out.hex() if self.rx_out else "-"
         self.rx_out = bytearray()
         stop = 1 if self.t_ms >= self.end_ms else 0
+        w = self.watch
+        if self.until_reaction and w is not None and 0 <= w.t_open <= self.t_ms - 10000:
+            stop = 1
         return "%s %d %d %s %d" % (payload, alert, irq, rx, stop)
 
     def _gpio(self, pin, level):
@@ -537,9 +541,10 @@ def main(argv):
     ap.add_argument("--log", default="")
     ap.add_argument("--candump", default="")
     ap.add_argument("--summary", default="")
+    ap.add_argument("--until-reaction", action="store_true")
     a = ap.parse_args(argv)
     br = Bridge(a.scenario, a.hours, a.seed, a.soc, json.loads(a.overrides), a.log, a.candump,
-                a.summary)
+                a.summary, a.until_reaction)
     rd = sys.stdin.readline
     wr = sys.stdout.write
     fl = sys.stdout.flush

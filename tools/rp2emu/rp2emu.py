@@ -304,11 +304,26 @@ def run(args):
     rom = bootrom(os.path.join(out, "bootrom.bin"))
     summary = args.summary
     hours = args.hours
+    until_reaction = False
     if args.pty and hours <= 0:
         hours = 1e6  # until stopped
+    elif hours <= 0:
+        # The emulated chip runs minutes per simulated minute: by default a scenario with a
+        # watched limit runs until 10 s after its FET opened (at most the scenario's length),
+        # one without runs one simulated minute. --hours overrides both.
+        from simlib import scenarios
+
+        scen = scenarios.get(args.scenario)
+        if scen.watch:
+            hours = scen.hours
+            until_reaction = True
+        else:
+            hours = 1 / 60
     bcmd = [sys.executable, os.path.join(HERE, "bridge.py"), "--scenario", args.scenario,
             "--hours", str(hours), "--seed", str(args.seed), "--soc", str(args.soc),
             "--overrides", json.dumps(overrides), "--summary", summary]
+    if until_reaction:
+        bcmd.append("--until-reaction")
     if not args.pty:
         bcmd += ["--log", args.log, "--candump", args.candump]
     cmd = node_cmd(args) + ["--uf2", args.fw, "--bootrom", rom, "--fs",
@@ -328,7 +343,8 @@ def run(args):
     if not args.quiet:
         print("rp2emu: %s, %d files in the filesystem, scenario %s%s" % (
             os.path.basename(args.fw), fs_files, args.scenario,
-            "" if args.pty else " (%s)" % ("%.2f h" % hours if hours > 0 else "its length")))
+            "" if args.pty else " (%s)" % ("until 10 s after the reaction, at most %.2f h" % hours
+                                           if until_reaction else "%.3f h" % hours)))
     if args.pty:
         return serve_pty(cmd, bcmd, args)
     p = subprocess.run(cmd + ["--"] + bcmd)
