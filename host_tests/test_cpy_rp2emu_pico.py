@@ -119,3 +119,41 @@ def test_make_flash_and_make_repl_on_the_emulated_pico():
     assert "/main.py" in files and "/lib/bms/app.mpy" in files and "/lib/board.mpy" in files
     assert runner["forced_resets"] >= 1 and runner["wdt_resets"] == 0
     assert runner["flash"]["errors"] == 0 and runner["flash"]["erases"] > 0
+
+
+def test_a_watchdog_expiry_restarts_the_mcu_and_keeps_the_flash():
+    _need_image()
+    import lfsimage
+
+    with tempfile.TemporaryDirectory() as d:
+        link = os.path.join(d, "tty")
+        srv = subprocess.Popen([sys.executable, os.path.join(RP2EMU, "rp2emu.py"), "--fw", FW,
+                                "--pty", "--blank", "--out", d, "--quiet"], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+        mpremote = os.path.join(ROOT, ".venv", "bin", "mpremote")
+        try:
+            line = srv.stdout.readline()
+            while "console is" not in line:
+                assert line, "the PTY server ended"
+                line = srv.stdout.readline()
+            r = subprocess.run([mpremote, "connect", link, "exec",
+                                "open('/keep.txt', 'w').write('kept')\n"
+                                "import machine; machine.WDT(timeout=500)"],
+                               capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, r.stdout + r.stderr
+            # nobody feeds it now: the chip restarts; the console answers again afterwards
+            time.sleep(5)
+            r = subprocess.run([mpremote, "connect", link, "eval",
+                                "__import__('machine').reset_cause()"],
+                               capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert r.stdout.strip() == "3"  # machine.WDT_RESET
+        finally:
+            srv.send_signal(signal.SIGTERM)
+            srv.wait(timeout=120)
+        with open(os.path.join(d, "flash.bin"), "rb") as f:
+            flash = f.read()
+        with open(os.path.join(d, "runner.json")) as f:
+            runner = json.load(f)
+    assert runner["wdt_resets"] >= 1
+    assert lfsimage.read(flash, "/keep.txt") == b"kept"
