@@ -373,6 +373,7 @@ def serve_pty(cmd, bcmd, args):
 
     master, slave = pty.openpty()
     tty.setraw(slave)
+    os.set_blocking(master, False)  # see run.mjs: a console nobody reads must not stop the chip
     name = os.ttyname(slave)
     try:
         if os.path.lexists(args.link):

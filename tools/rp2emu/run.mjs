@@ -658,9 +658,21 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const board = new Board(args);
   if (args.ptyFd >= 0) {
-    const s = fs.createReadStream(null, { fd: args.ptyFd, autoClose: false });
-    s.on('data', (chunk) => board.hostInput(chunk));
-    s.on('error', () => {});
+    // The PTY master is non-blocking (rp2emu.py): a console nobody reads drops output instead
+    // of stopping the chip, and input is polled every 5 ms of wall time.
+    const buf = Buffer.alloc(4096);
+    setInterval(() => {
+      for (;;) {
+        let n = 0;
+        try {
+          n = fs.readSync(args.ptyFd, buf, 0, buf.length, null);
+        } catch {
+          break; // EAGAIN: nothing typed
+        }
+        if (n <= 0) break;
+        board.hostInput(Buffer.from(buf.subarray(0, n)));
+      }
+    }, 5);
   }
   const stop = () => {
     board.stopping = true;
