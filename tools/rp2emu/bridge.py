@@ -26,7 +26,8 @@ requests), stop = 1 once the run's simulated time is over.
 The bridge is also the Modbus RTU master that fills the log: once per simulated second it
 reads the firmware's registers (tools/regmap.csv) over UART0 and writes the row of
 tools/sim.py's CSV, with the true_* columns from the pack model at that second. Scenario
-watches (reaction: true crossing -> FET open) step every 250 ms like tools/sim.py's.
+watches (reaction: true crossing -> FET open) step every 250 ms like tools/sim.py's, and
+after every I2C write (the chip writes CHG_ON/DSG_ON at any moment, not on the 250 ms grid).
 """
 import json
 import os
@@ -339,6 +340,10 @@ class Bridge:
                 payload = "A"
             except OSError:
                 payload = "N"
+            if self.watch is not None:
+                # a FET bit changes only by a write (or a trip at a 250 ms step): the opening
+                # is timed to the write, not to the next 250 ms step
+                self.watch.step(sim, self.fake, self.t_ms)
         elif op == "IR":
             self.i2c_reads += 1
             addr = int(parts[2])
