@@ -405,6 +405,8 @@ class Bridge:
             self.probe_mods.append((words[1], int(words[2]), int(words[3]), int(words[4])))
         elif words[0] == "ram":
             self.probe_ram.append((words[1], words[2], int(words[3])))
+        elif words[0] == "end":
+            self.end_ms = self.t_ms  # the probe is done (--ram-map)
         elif words[0] == "stats":
             self.probe_stats.append([int(w) for w in words[1:]])
         else:

@@ -102,7 +102,7 @@ def _ram_map(bms):
     # Where the firmware's heap goes, after boot: every object the Bms instance holds, then
     # every global of every bms module (tables, functions and classes with their bytecode),
     # each freed in turn and measured, then each module itself; what is left are the
-    # interned names (qstrs), which are never freed. Then the firmware stops.
+    # interned names (qstrs), which are never freed. Then the run ends.
     import sys
 
     gc.collect()
@@ -136,7 +136,9 @@ def _ram_map(bms):
         gc.collect()
         _p("ram", mname, "(module)", a - gc.mem_alloc())
     _p("ram", "-", "(left)", gc.mem_alloc() - _BASE)
-    raise SystemExit("rp2emu: RAM map done")
+    _p("end")  # the runner stops here (a SystemExit would soft-reset and boot again)
+    while True:
+        time.sleep_ms(1000)
 
 
 def _fast(self, now):
