@@ -111,7 +111,6 @@ class BusPin:
 
 
 def test_the_firmware_driver_reads_the_emulated_afe_through_the_bridge():
-    import board as _  # noqa: F401  boards/rp2_pico via bridge's path
     from bms.bq769x0 import BQ769x0
     from bms.snapshot import Snapshot
 

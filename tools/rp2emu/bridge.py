@@ -36,11 +36,24 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 for _p in (os.path.join(ROOT, "tools", "compat"), os.path.join(ROOT, "firmware"),
-           os.path.join(ROOT, "tools"), os.path.join(ROOT, "boards", "rp2_pico")):
+           os.path.join(ROOT, "tools")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import board as pico  # noqa: E402  boards/rp2_pico/board.py: the pack the board declares
+
+def _load_board():
+    # boards/rp2_pico/board.py under a name of its own: another "board" module (the virtual
+    # board, a test fake) may already be imported in this interpreter
+    import importlib.util
+
+    path = os.path.join(ROOT, "boards", "rp2_pico", "board.py")
+    spec = importlib.util.spec_from_file_location("rp2_pico_board", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+pico = _load_board()  # the pack and pins the board declares
 import sim as simtool  # noqa: E402  tools/sim.py: COLUMNS, Watch, formatting
 from simlib import Simulator, scenarios  # noqa: E402
 
