@@ -15,7 +15,8 @@ Figures:
                           of cells bled in parallel
   rp2_*                   with RP2_FW=path/to/RPI_PICO.uf2 in the environment (make bench
                           RP2_FW=...): the dist on the emulated Pico (tools/rp2emu), scenario
-                          cell-ov for 0.1 h: heap, cycle times, garbage, reaction
+                          cell-ov until 10 s after the reaction: heap, cycle times,
+                          garbage, reaction
 Options: --quick (fewer seeds, no heap bisection), --only NAME[,NAME] (sections).
 """
 
@@ -225,7 +226,7 @@ def rp2(out):
         print("rp2: no RP2_FW (the official RPI_PICO .uf2): skipped")
         return
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "rp2emu", "rp2emu.py"),
-                        "--fw", fw, "--scenario", "cell-ov", "--hours", "0.1", "--quiet",
+                        "--fw", fw, "--scenario", "cell-ov", "--quiet",
                         "--out", os.path.join(ROOT, "build", "bench-rp2")],
                        cwd=ROOT, capture_output=True, text=True, timeout=4 * 3600)
     lines = p.stdout.strip().splitlines()
