@@ -128,6 +128,7 @@ class Poller:
         self.sent_ms = 0
         self.t_row = -1
         self.errors = 0
+        self.error_kinds = {}  # reason -> count (timeout, bad CRC, exception n, ...)
         self.rows_done = []  # (t_row_ms, regs) of complete polls, taken by the bridge
 
     def start(self, t_ms):
@@ -153,9 +154,8 @@ class Poller:
         a, n = self.blocks[self.idx]
         try:
             words = parse_response(self.unit, self.rx, n)
-        except ValueError:
-            self.errors += 1
-            self.idx = -1
+        except ValueError as e:
+            self._error(str(e))
             return None
         if words is None:
             return None
@@ -170,8 +170,12 @@ class Poller:
 
     def check_timeout(self, t_ms):
         if self.idx >= 0 and t_ms - self.sent_ms > _POLL_TIMEOUT_MS:
-            self.errors += 1
-            self.idx = -1
+            self._error("timeout (block %d, %d bytes)" % (self.idx, len(self.rx)))
+
+    def _error(self, why):
+        self.errors += 1
+        self.error_kinds[why] = self.error_kinds.get(why, 0) + 1
+        self.idx = -1
 
 
 class FakeProt:
@@ -500,6 +504,7 @@ class Bridge:
         out["faults_seen"] = self._names(self.stats["faults_seen"])
         out["state_seconds"] = self.stats["states"]
         out["modbus_errors"] = self.poller.errors
+        out["modbus_error_kinds"] = self.poller.error_kinds
         out["can_frames"] = self.sim.canbus.frames
         out["i2c_reads"] = self.i2c_reads
         out["i2c_writes"] = self.i2c_writes
