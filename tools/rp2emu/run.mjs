@@ -289,7 +289,12 @@ class Board {
   wireWatchdog(mcu) {
     const wd = mcu.peripherals[0x40058];
     wd.onWatchdogTrigger = () => {
-      // reason: 1 = the timer expired, 2 = forced (machine.reset(), mpremote reset)
+      // reason: 1 = the timer expired, 2 = forced (machine.reset(), mpremote reset).
+      // Stop the expired timer at once: rp2040js re-arms its periodic alarm at the same
+      // instant, so the clock would fire it forever and never return to the run loop.
+      wd.enable = false;
+      wd.timer.enable = false;
+      wd.alarm.enable = false;
       this.restart = wd.reason === 1 ? 'wdt' : 'reset';
     };
   }
@@ -678,6 +683,13 @@ async function main() {
     board.stopping = true;
   };
   process.on('SIGTERM', stop);
+  process.on('SIGUSR2', () => {
+    // debugging aid: where the chip is
+    const c = board.mcu.core;
+    process.stderr.write(`rp2emu: PC 0x${c.PC.toString(16)} LR 0x${c.LR.toString(16)} ` +
+      `waiting ${c.waiting} chip ${((board.offsetNs + board.mcu.clock.nanos) / 1e9).toFixed(3)} s ` +
+      `restarts ${board.stats.wdt_resets}/${board.stats.forced_resets}\n`);
+  });
   process.on('SIGINT', stop);
   await board.run();
   process.exit(0);
