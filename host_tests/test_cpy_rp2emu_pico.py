@@ -137,7 +137,7 @@ def test_a_watchdog_expiry_restarts_the_mcu_and_keeps_the_flash():
                 assert line, "the PTY server ended"
                 line = srv.stdout.readline()
             r = subprocess.run([mpremote, "connect", link, "exec",
-                                "open('/keep.txt', 'w').write('kept')\n"
+                                "f = open('/keep.txt', 'w')\nf.write('kept')\nf.close()\n"
                                 "import machine; machine.WDT(timeout=500)"],
                                capture_output=True, text=True, timeout=600)
             assert r.returncode == 0, r.stdout + r.stderr
