@@ -26,8 +26,8 @@ requests), stop = 1 once the run's simulated time is over.
 The bridge is also the Modbus RTU master that fills the log: once per simulated second it
 reads the firmware's registers (tools/regmap.csv) over UART0 and writes the row of
 tools/sim.py's CSV, with the true_* columns from the pack model at that second. Scenario
-watches (reaction: true crossing -> FET open) step every 250 ms like tools/sim.py's, and
-after every I2C write (the chip writes CHG_ON/DSG_ON at any moment, not on the 250 ms grid).
+watches (reaction: true crossing -> FET open) step every 250 ms like tools/sim.py's; the
+opening is also checked after every I2C write (the chip writes CHG_ON/DSG_ON at any moment).
 """
 import json
 import os
@@ -357,10 +357,7 @@ class Bridge:
                 payload = "A"
             except OSError:
                 payload = "N"
-            if self.watch is not None:
-                # a FET bit changes only by a write (or a trip at a 250 ms step): the opening
-                # is timed to the write, not to the next 250 ms step
-                self.watch.step(sim, self.fake, self.t_ms)
+            self._watch_open()
         elif op == "IR":
             self.i2c_reads += 1
             addr = int(parts[2])
@@ -401,6 +398,17 @@ class Bridge:
         if self.until_reaction and w is not None and 0 <= w.t_open <= self.t_ms - 10000:
             stop = 1
         return "%s %d %d %s %d" % (payload, alert, irq, rx, stop)
+
+    def _watch_open(self):
+        # A FET bit changes by the chip's I2C write (or by a trip at a 250 ms step): the
+        # opening is timed to the write. The crossing stays on the 250 ms steps of the truth,
+        # as in tools/sim.py, so the allowance (delay + 250 ms) means the same.
+        w = self.watch
+        if w is None or w.t_cross < 0 or w.t_open >= 0 or w.fet.startswith("cmd_"):
+            return
+        if not self.sim.fet_on(w.fet):
+            w.t_open = self.t_ms
+            w.reactions.append(w.t_open - w.t_cross)
 
     def _gpio(self, pin, level):
         sim = self.sim
