@@ -17,6 +17,11 @@ HOURS ?=
 SIMARGS ?=
 CANLOG ?=
 SIMOUT ?=
+AIOREPL ?= 1
+DIST_OPT ?= -O1
+RP2_FW ?=
+RP2EMU := tools/rp2emu
+RP2EMU_NPM := $(RP2EMU)/node_modules/.installed
 ARCHES := armv6m xtensawin
 MICROPYPATH_TEST := host_tests:host_tests/fakes:firmware:tools:.:.frozen
 MICROPYPATH_SIM := firmware:tools:.:.frozen
@@ -30,7 +35,7 @@ BOARDS = $(filter-out sim,$(notdir $(patsubst %/board.py,%,$(wildcard boards/*/b
 SIM_BOARD = $(if $(filter command line,$(origin BOARD)),--board $(BOARD))
 
 .PHONY: help venv test lint mpy typecheck pytest mpytest sim scenarios wiring bench bench-soc \
-	dist check-board check-port flash repl clean
+	dist check-board check-port flash repl clean rp2emu rp2emu-pty rp2emu-deps
 
 help:  ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -99,8 +104,9 @@ scenarios: $(STAMP)  ## List the simulator's scenarios with their length
 wiring: $(STAMP)  ## Regenerate the wiring diagrams docs/wiring-*.svg from the board files
 	$(BIN)/python tools/gen_wiring.py
 
-bench: $(STAMP) mpy  ## Benchmarks: heap per cycle, .mpy sizes, reaction times (last line: JSON)
-	$(BIN)/python tools/bench.py
+bench: $(STAMP) mpy  ## Benchmarks (last line: JSON); with RP2_FW=...uf2 also the emulated Pico's figures
+	@if [ -n "$(RP2_FW)" ]; then $(MAKE) --no-print-directory rp2emu-deps; fi
+	RP2_FW="$(RP2_FW)" $(BIN)/python tools/bench.py
 
 bench-soc: $(STAMP)  ## SOC/SOH accuracy benchmark on generated and measured traces
 	$(BIN)/python tools/bench_soc.py
@@ -114,12 +120,12 @@ check-board: $(STAMP)  ## Check a board folder's constants: make check-board BOA
 		"(armv6m for RP2040, xtensawin for ESP32)"; exit 2; }
 	@$(BIN)/python tools/boardfile.py "boards/$(BOARD)/board.py"
 
-dist: check-board  ## Write the file set for BOARD into DIST (default dist/BOARD)
+dist: check-board  ## Write the file set for BOARD into DIST (default dist/BOARD); DIST_OPT=-O3: less heap, no line numbers
 	rm -rf $(DIST) && mkdir -p $(DIST)/lib/bms
 	cp firmware/main.py $(DIST)/main.py
 	@set -e; for f in $$(find firmware/bms -name '*.py'); do \
-		rel=$${f#firmware/}; $(MPYCROSS) -march=$(BOARD_ARCH) -O1 -s $$rel -o $(DIST)/lib/$${rel%.py}.mpy $$f; done
-	@$(MPYCROSS) -march=$(BOARD_ARCH) -O1 -s board.py -o $(DIST)/lib/board.mpy boards/$(BOARD)/board.py || { \
+		rel=$${f#firmware/}; $(MPYCROSS) -march=$(BOARD_ARCH) $(DIST_OPT) -s $$rel -o $(DIST)/lib/$${rel%.py}.mpy $$f; done
+	@$(MPYCROSS) -march=$(BOARD_ARCH) $(DIST_OPT) -s board.py -o $(DIST)/lib/board.mpy boards/$(BOARD)/board.py || { \
 		echo "boards/$(BOARD)/board.py does not compile (the line is named above)"; exit 2; }
 	@echo "dist: $(DIST) ($(BOARD_ARCH)): $$(find $(DIST) -type f | wc -l) files, $$(du -sb $(DIST) | cut -f1) bytes"
 
@@ -135,12 +141,31 @@ check-port: $(STAMP)
 		echo "'$(MPREMOTE) connect list' for the right port."; exit 3; }
 
 flash: dist check-port  ## Compile and copy to a board: make flash BOARD=rp2_pico PORT=/dev/ttyACM0
-	$(MPREMOTE) connect $(PORT) mip install aiorepl + \
-		cp -r $(DIST)/lib : + cp $(DIST)/main.py :main.py + reset
+	@if [ "$(AIOREPL)" != 0 ]; then $(MPREMOTE) connect $(PORT) mip install aiorepl || \
+		echo "aiorepl not installed (mip needs the internet; AIOREPL=0 skips it): the firmware uses its line console"; fi
+	$(MPREMOTE) connect $(PORT) cp -r $(DIST)/lib : + cp $(DIST)/main.py :main.py + reset
 	@echo "flashed $(BOARD) on $(PORT)"
 
 repl: check-port  ## Open the board's REPL (the BMS keeps running under aiorepl)
 	$(MPREMOTE) connect $(PORT) repl
+
+# The emulated Pico (tools/rp2emu): the npm package rp2040js, pinned by package-lock.json.
+$(RP2EMU_NPM): $(RP2EMU)/package.json $(RP2EMU)/package-lock.json
+	cd $(RP2EMU) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+rp2emu-deps: $(STAMP) $(RP2EMU_NPM)
+	@$(MAKE) --no-print-directory dist BOARD=rp2_pico DIST=dist/rp2_pico >/dev/null
+
+rp2emu: $(STAMP)  ## Run the dist on an emulated Pico: make rp2emu RP2_FW=RPI_PICO.uf2 [SIMARGS='--scenario cell-ov']
+	@$(BIN)/python $(RP2EMU)/rp2emu.py --check-fw --fw "$(RP2_FW)"
+	@$(MAKE) --no-print-directory rp2emu-deps
+	$(BIN)/python $(RP2EMU)/rp2emu.py --fw "$(RP2_FW)" $(SIMARGS)
+
+rp2emu-pty: $(STAMP)  ## The emulated Pico's USB console on a PTY for make flash/repl (BLANK=1: erased filesystem)
+	@$(BIN)/python $(RP2EMU)/rp2emu.py --check-fw --fw "$(RP2_FW)"
+	@$(MAKE) --no-print-directory rp2emu-deps
+	$(BIN)/python $(RP2EMU)/rp2emu.py --fw "$(RP2_FW)" --pty $(if $(BLANK),--blank) $(SIMARGS)
 
 clean:  ## Remove build output (keeps .venv)
 	rm -rf build dist

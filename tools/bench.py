@@ -19,6 +19,10 @@ Figures:
                           physical lower bounds (all cells at once; no two adjacent cells
                           of a group at once, as the BQ769x0 demands) and the mean number
                           of cells bled in parallel
+  rp2_*                   with RP2_FW=path/to/RPI_PICO.uf2 in the environment (make bench
+                          RP2_FW=...): the dist on the emulated Pico (tools/rp2emu), scenario
+                          cell-ov until 10 s after the reaction: heap, cycle times,
+                          garbage, reaction
 Options: --quick (fewer seeds, no heap bisection), --only NAME[,NAME] (sections).
 """
 
@@ -281,7 +285,7 @@ def imbalance(out, hours=24):
     print("  mean %.2f cells bled in parallel" % out["imbalance_mean_cells_parallel"])
 
 
-SECTIONS = ("mpy", "vm", "day", "reactions", "imbalance", "heap", "mqtt")
+SECTIONS = ("mpy", "vm", "day", "reactions", "imbalance", "heap", "mqtt", "rp2")
 
 
 def mqtt(out):
@@ -335,6 +339,34 @@ def mqtt(out):
               on["alert_us"]))
 
 
+def rp2(out):
+    """The emulated Pico's figures (tools/rp2emu), when RP2_FW names the MicroPython image."""
+    fw = os.environ.get("RP2_FW", "")
+    if not fw:
+        print("rp2: no RP2_FW (the official RPI_PICO .uf2): skipped")
+        return
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "rp2emu", "rp2emu.py"),
+                        "--fw", fw, "--scenario", "cell-ov", "--quiet",
+                        "--out", os.path.join(ROOT, "build", "bench-rp2")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=4 * 3600)
+    lines = p.stdout.strip().splitlines()
+    if p.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        print("rp2emu failed:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+        return
+    fig = json.loads(lines[-1])
+    for k in sorted(fig):
+        if k.startswith("rp2_"):
+            out[k] = fig[k]
+    print("firmware heap: host VM %s KB, rp2 port %s KB (after boot %s KB); import peak %s KB"
+          % (out.get("firmware_heap_kb"), fig.get("rp2_firmware_heap_kb"),
+             fig.get("rp2_boot_heap_kb"), fig.get("rp2_import_peak_kb")))
+    print("rp2 cycles: fast %s ms, slow %s ms (bus time included), %s B garbage per cycle; "
+          "cell-ov reaction %s ms (allowed %s); %s watchdog resets" % (
+              fig.get("rp2_fast_cycle_ms"), fig.get("rp2_slow_cycle_ms"),
+              fig.get("rp2_alloc_bytes_per_cycle"), fig.get("rp2_reaction_ms"),
+              fig.get("rp2_reaction_allowed_ms"), fig.get("rp2_wdt_resets")))
+
+
 def main(argv=None):
     ap = Parser(prog="bench.py", description=__doc__.splitlines()[0],
                 epilog="Exit status: 0 figures printed; 2 a mistake on the command line.")
@@ -362,6 +394,7 @@ def main(argv=None):
         ("imbalance", lambda: imbalance(out)),
         ("heap", lambda: None if a.quick else min_heap(out)),
         ("mqtt", lambda: mqtt(out)),
+        ("rp2", lambda: rp2(out)),
     )
     for name, fn in sections:
         if only and name not in only:
