@@ -2,15 +2,13 @@
 # with the field and the rule named, the previous configuration stays in force, type checks.
 from bms.config import (
     CHEMISTRIES,
-    FIELDS,
-    PRESETS,
-    RULES,
     Config,
     ConfigError,
     check_value,
     defaults,
     field_index,
 )
+from bms.config_tables import FIELDS, PRESETS, RULES
 from testlib import raises
 
 _PROT_FIRST = field_index("cell_ov_mv")
@@ -284,3 +282,20 @@ def test_factory_reset_refused_by_a_hook_changes_nothing():
     e = raises(ConfigError, c.factory_reset)
     assert e.field == "hw_cell_ov_mv" and "not reachable" in e.rule
     assert c.as_dict() == before and c.generation == 0
+
+
+def test_tables_are_let_go_after_use():
+    # The ranges, rules, presets and defaults are needed only while a configuration is built
+    # or changed: bms.config lets the tables module go again (RAM on the board).
+    import sys
+
+    import bms
+    from bms.config import CHOICES
+
+    assert CHOICES["chemistry"] == CHEMISTRIES
+    c = Config("nmc", 8, 50000)
+    assert "bms.config_tables" not in sys.modules and not hasattr(bms, "config_tables")
+    c.set("imbalance_warn_mv", 80)
+    raises(ConfigError, c.set, "cell_ov_mv", 9999)
+    assert "bms.config_tables" not in sys.modules
+    assert c.imbalance_warn_mv == 80 and c.cell_ov_mv == 4200

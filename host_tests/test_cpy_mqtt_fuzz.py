@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from bms import events as ev
 from bms import ha, mqttc
-from bms.config import FIELDS, Config, ConfigError
+from bms.config import Config, ConfigError
+from bms.config_tables import FIELDS
 from bms.events import EventLog
 from bms.mqtt import CommandGate, writable_fields
 

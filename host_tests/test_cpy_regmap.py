@@ -6,7 +6,7 @@ from fake_bms import FakeBms
 
 from bms import regmap
 from bms.canbus import CanProtocol
-from bms.config import FIELDS
+from bms.config_tables import FIELDS
 from bms.modbus import ModbusServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -575,7 +575,8 @@ def cmd_set(b, a):
 def _check_rules(b, r, value):
     """The firmware's own validation (bms.config) on the BMS's current configuration."""
     _firmware()
-    from bms.config import FIELDS, Config, ConfigError
+    from bms.config import Config, ConfigError
+    from bms.config_tables import FIELDS
 
     cur = b.config_values()
     fields = dict((f[0], f) for f in FIELDS)
@@ -674,7 +675,7 @@ def cmd_log(b, a):
     with f:
         cfg = b.config_values()
         _firmware()
-        from bms.config import FIELDS
+        from bms.config_tables import FIELDS
 
         fields = dict((x[0], x) for x in FIELDS)
         conf = {}

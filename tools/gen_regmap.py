@@ -47,7 +47,7 @@ def _config():
     for p in (os.path.join(ROOT, "tools", "compat"), os.path.join(ROOT, "firmware")):
         if p not in sys.path:
             sys.path.insert(0, p)
-    from bms import config
+    from bms import config_tables as config
 
     return config
 

@@ -663,7 +663,7 @@ _SYNC = ("?", "full", "empty", "ocv", "top")
 def _new_events(bms, seen):
     """The events logged since the total was `seen`, oldest first, as 'kind[:detail]'."""
     from bms import events as ev
-    from bms.config import FIELDS
+    from bms.config_tables import FIELDS
     from bms.protection import FAULT_NAMES, STATE_NAMES
 
     log = bms.events

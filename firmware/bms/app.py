@@ -588,6 +588,23 @@ async def _periodic(bms, idx, period_ms, fn):
             await asyncio.sleep_ms(period_ms)  # type: ignore[attr-defined]
 
 
+class _Repl:
+    """`bms` on the REPL: bms.diag (the REPL functions and their tables) is imported at the
+    first command, so it takes no RAM while nobody types."""
+
+    def __init__(self, app):
+        self._app = app
+        self._d = None
+
+    def __getattr__(self, name):
+        d = self._d
+        if d is None:
+            from bms.diag import Diag
+
+            d = self._d = Diag(self._app)
+        return getattr(d, name)
+
+
 async def run(bms, repl=True):
     import asyncio
 
@@ -600,16 +617,16 @@ async def run(bms, repl=True):
     if bms.hw.background is not None:  # the virtual board's clock and physics
         tasks.append(asyncio.create_task(bms.hw.background()))
     if repl:
-        from bms import diag
-
-        g = {"bms": diag.Diag(bms), "hw": bms.hw}
+        g = {"bms": _Repl(bms), "hw": bms.hw}
         try:
             import aiorepl  # type: ignore[import-not-found]
 
             tasks.append(asyncio.create_task(aiorepl.task(g=g)))
         except ImportError:
-            # Documented fallback: a line console on the serial input (bms.diag.console).
-            tasks.append(asyncio.create_task(diag.console(g)))
+            # Documented fallback: a line console on the serial input (bms.console).
+            from bms.console import console
+
+            tasks.append(asyncio.create_task(console(g)))
     await asyncio.gather(*tasks)
 
 

@@ -133,9 +133,9 @@ class Diag:
                           ev.EV_LATCH):
                 detail = "%s (%d)" % (_get(FAULT_NAMES, a), b)
             elif code in (ev.EV_CONFIG, ev.EV_CONFIG_REJECT):
-                from bms.config import FIELDS
+                from bms.config import NAMES
 
-                detail = "%s = %d" % (_get([f[0] for f in FIELDS], a), b)
+                detail = "%s = %d" % (_get(NAMES, a), b)
             rows.append(("%.3f" % (t / 1000), what, detail))
         if not rows:
             self._p("event log empty")
@@ -309,47 +309,3 @@ def _inverter(b):
 
 def _cells_of(mask):
     return ",".join([str(i + 1) for i in range(16) if mask & (1 << i)])
-
-
-async def console(g, stream=None, out=None):
-    """Line console: the documented fallback when aiorepl is not installed.
-
-    Reads lines from the serial input without blocking the other tasks and evaluates each
-    one with the names in g (bms = Diag): `bms.status()` and the other calls work as on the
-    full REPL, but only one line at a time and without editing. Ctrl-C stops the firmware
-    (the FETs go off).
-    """
-    import asyncio
-    import select
-    import sys
-
-    stream = stream if stream is not None else sys.stdin
-    out = out if out is not None else print
-    poller = select.poll()
-    poller.register(stream, select.POLLIN)
-    line = ""
-    while True:
-        if not poller.poll(0):
-            await asyncio.sleep_ms(20)  # type: ignore[attr-defined]
-            continue
-        ch = stream.read(1)
-        if not ch:  # end of input: keep protecting, stop listening
-            poller.unregister(stream)
-            while True:
-                await asyncio.sleep_ms(1000)  # type: ignore[attr-defined]
-        if ch not in "\r\n":
-            line += ch
-            continue
-        cmd = line.strip()
-        line = ""
-        if not cmd:
-            continue
-        try:
-            try:
-                r = eval(cmd, g)
-                if r is not None:
-                    out(repr(r))
-            except SyntaxError:
-                exec(cmd, g)
-        except Exception as e:  # noqa: BLE001 - a typo at the console must not stop the BMS
-            out("error: %r" % (e,))

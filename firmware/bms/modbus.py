@@ -44,7 +44,7 @@ from array import array
 
 from micropython import const
 
-from bms.config import FIELDS, IDENTITY, ConfigError, check_rules, check_value, field_index
+from bms.config import CHOICES, ConfigError, field_index
 from bms.events import EV_CONFIG, EV_CONFIG_REJECT, EV_UNLOCK
 
 _MAX = const(256)
@@ -421,8 +421,8 @@ class ModbusServer:
             name = self._paths[ref]
             v = getattr(self.cfg, name, 0)
             if isinstance(v, str):
-                f = FIELDS[field_index(name)]
-                v = f[1].index(v) if v in f[1] else 0
+                ch = CHOICES.get(name)
+                v = ch.index(v) if ch is not None and v in ch else 0
         else:
             v = self._bms
             for p in self._paths[ref]:
@@ -617,12 +617,12 @@ class ModbusServer:
                 if t == 1 and w & 0x8000:
                     w -= 0x10000
                 i += 1
-            f = FIELDS[field_index(name)]
-            if len(f) == 2:  # enum: register = index of the choice
-                if not 0 <= w < len(f[1]):
+            ch = CHOICES.get(name)
+            if ch is not None:  # enum: register = index of the choice
+                if not 0 <= w < len(ch):
                     self._log_limited(now, EV_CONFIG_REJECT, field_index(name), w)
                     return EX_VALUE
-                changes[name] = f[1][w]
+                changes[name] = ch[w]
             else:
                 changes[name] = w
         return self._apply(changes, now)
@@ -632,14 +632,7 @@ class ModbusServer:
         # A change that passes them but is refused by a hook (the AFE did not take new
         # hardware limits) is a device failure: 04.
         try:
-            v = self.cfg.as_dict()
-            for k in changes:
-                v[k] = check_value(k, changes[k])
-            if self.cfg.identity_locked:
-                for k in IDENTITY:
-                    if k in changes and changes[k] != self.cfg.get(k):
-                        raise ConfigError(k, "part of the pack's identity")
-            check_rules(v)
+            self.cfg.check(changes)
         except ConfigError as e:
             self._reject(now, e, changes)
             return EX_VALUE
@@ -710,8 +703,6 @@ def _int(v):
 
 def _int_or_index(name, v):
     if isinstance(v, str):
-        i = field_index(name)
-        if i >= 0 and len(FIELDS[i]) == 2 and v in FIELDS[i][1]:
-            return FIELDS[i][1].index(v)
-        return 0
+        ch = CHOICES.get(name)
+        return ch.index(v) if ch is not None and v in ch else 0
     return _int(v)

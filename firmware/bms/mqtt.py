@@ -23,7 +23,7 @@ from micropython import const
 from bms import events as ev
 from bms import ha
 from bms import mqttc
-from bms.config import FIELDS, ConfigError, field_index
+from bms.config import CHOICES, ConfigError, field_index
 
 R_WIFI = const(8)  # Wi-Fi lost (EV_MQTT b; R_1..7 are bms.mqttc's)
 R_DNS = const(9)  # the broker's name did not resolve
@@ -117,12 +117,12 @@ class CommandGate:
                 if name not in self._writable:
                     self._log(now, ev.EV_CONFIG_REJECT, field_index(name), _int(v))
                     raise ha.CommandError(ha.CMD_NOT_WRITABLE, name)
-                f = FIELDS[field_index(name)]
-                if len(f) == 2 and isinstance(v, int):  # enum by index, as over Modbus
-                    if not 0 <= v < len(f[1]):
+                ch = CHOICES.get(name)
+                if ch is not None and isinstance(v, int):  # enum by index, as over Modbus
+                    if not 0 <= v < len(ch):
                         self._log(now, ev.EV_CONFIG_REJECT, field_index(name), v)
                         raise ha.CommandError(ha.CMD_INVALID, name)
-                    v = f[1][v]
+                    v = ch[v]
                 ok[name] = v
             try:
                 cfg.update(ok)
@@ -149,8 +149,8 @@ def _int(v):
 
 def _int_or_index(name, v):
     if isinstance(v, str):
-        f = FIELDS[field_index(name)]
-        return f[1].index(v) if len(f) == 2 and v in f[1] else 0
+        ch = CHOICES.get(name)
+        return ch.index(v) if ch is not None and v in ch else 0
     return _int(v)
 
 
