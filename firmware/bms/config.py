@@ -47,12 +47,9 @@ def _drop():
     import sys
 
     sys.modules.pop("bms.config_tables", None)
-    try:
-        import bms
-
-        del bms.config_tables
-    except (AttributeError, KeyError, ImportError):
-        pass
+    pkg = sys.modules.get("bms")
+    if pkg is not None and hasattr(pkg, "config_tables"):
+        delattr(pkg, "config_tables")
 
 
 def _resident():
