@@ -1805,3 +1805,23 @@ def test_state_transitions_logged_in_order():
                    (STATE_LATCHED, STATE_NORMAL), (STATE_NORMAL, STATE_SHUTDOWN)], got
     codes = [e[1] for e in r.ev.to_list()]
     assert ev.EV_LATCH in codes and ev.EV_LATCH_RESET in codes and ev.EV_AFE_STAT in codes
+
+
+def test_delays_count_from_the_true_crossing_with_the_afe_sample_time():
+    # The app passes the AFE's conversion period (250 ms; thermistors 2.5 s): a reading
+    # shows a crossing up to one conversion late, so the debounce after the first reading
+    # beyond the limit is the delay less that, and the FET opens at most delay + one cycle
+    # after the TRUE crossing however the reads fall against the conversions.
+    for sample in (0, 250):
+        r = Rig()
+        r.p.sample_ms = sample
+        r.p._gen = -1  # cached levels: refreshed with the new sample time
+        r.boot()
+        r.set_cells(3700, idx=1)  # above cell_ov_mv 3650
+        n = 0
+        while r.p.chg_fet:
+            r.step()
+            n += 1
+            assert n < 40
+        # readings 0 .. (delay - sample) / 250: the first one at the first step
+        assert (n - 1) * CYCLE == r.cfg.cell_ov_delay_ms - sample, (sample, n)

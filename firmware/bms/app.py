@@ -22,7 +22,7 @@ from micropython import const
 from bms import events as ev
 from bms.balancing import Balancer
 from bms.afe import AfeConfigError, AfeError
-from bms.bq769x0 import TEMP_SAMPLE_MS, BQ769x0
+from bms.bq769x0 import SAMPLE_MS, TEMP_SAMPLE_MS, BQ769x0
 from bms.clock import MonotonicClock
 from bms.config import Config, ConfigError
 from bms.estimator import Estimator
@@ -81,7 +81,8 @@ class Bms:
             thermistor_beta=b.THERMISTOR_BETA,
             variant=b.AFE_VARIANT,
         )
-        self.prot = Protection(cfg, self.events, temp_sample_ms=TEMP_SAMPLE_MS)
+        self.prot = Protection(cfg, self.events, temp_sample_ms=TEMP_SAMPLE_MS,
+                               sample_ms=SAMPLE_MS)
         # the cell's own OCV table when the board file declares one (OCV_TABLE)
         self.est = Estimator(cfg, self.events, getattr(b, "OCV_TABLE", None))
         self.bal = Balancer(cfg, self.afe.cell_groups)  # the chip's groups, from its driver

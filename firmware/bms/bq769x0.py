@@ -50,6 +50,7 @@ DIE_TEMP_MAX_DC = const(1500)
 # read cycle (DS 8.3.1.1.5). Until then the TS registers may hold anything (0, or the die).
 _TS_FIRST_MS = const(2500)
 TEMP_SAMPLE_MS = const(2500)  # a temperature reading can show a crossing this late
+SAMPLE_MS = const(250)  # cells, pack and coulomb counter: one conversion every 250 ms
 # Hold-offs before clearing DEVICE_XREADY (DS: "after waiting a few seconds"; LS/ARD retry
 # every 3 s) and OVRD_ALERT (every 10 s), and again after every hold-off while reported.
 _XREADY_HOLD_MS = const(3000)

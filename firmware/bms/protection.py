@@ -126,6 +126,7 @@ _DT_MAX = const(60000)  # a longer gap between updates counts as this long
 # Kept for callers that imported them from here (the AFE's temperature sample time is a chip
 # fact: the driver's TEMP_SAMPLE_MS is what the app passes in).
 TEMP_SAMPLE_MS = const(2500)
+SAMPLE_MS = const(250)  # cells, pack and current: one BQ769x0 conversion (the app passes it)
 _T_BELOW = ft.T_BELOW
 _T_RETRY = ft.T_RETRY
 _T_LATCH = ft.T_LATCH
@@ -144,10 +145,11 @@ def _cap(t):
 
 
 class Protection:
-    def __init__(self, cfg, events, temp_sample_ms=TEMP_SAMPLE_MS):
+    def __init__(self, cfg, events, temp_sample_ms=TEMP_SAMPLE_MS, sample_ms=0):
         self.cfg = cfg
         self.events = events
         self.temp_sample_ms = temp_sample_ms
+        self.sample_ms = sample_ms
         self.state = STATE_BOOT
         self.chg_fet = False
         self.dsg_fet = False
@@ -209,6 +211,7 @@ class Protection:
         """Cache each row's levels and delays (getattr by field name: allocation-free)."""
         n = c.cells
         ts = self.temp_sample_ms
+        ss = self.sample_ms
         for i in range(_N):
             row = ft.FAULTS[i]
             f = row[2]
@@ -216,6 +219,10 @@ class Protection:
             d = getattr(c, row[6]) if row[6] else 0
             if f & ft.T_TEMP:
                 d = d - ts if d > ts else 0
+            elif row[4] != ft.Q_NONE:
+                # a reading shows a crossing up to one AFE sample late (cells, pack and the
+                # coulomb counter: 250 ms): the delay counts from the true crossing
+                d = d - ss if d > ss else 0
             below = f & _T_BELOW
             rf = row[7]
             if f & _T_WARN_ONLY:
