@@ -57,16 +57,15 @@ HYST_MV = {"lfp": 20.0, "nmc": 4.0, "lto": 10.0}
 # Uncertainty of a table, 1 sigma: (mV along the voltage axis, % along the SOC axis).
 # Generic tables, from the spread between measured and model tables of different cells of
 # the chemistry (LFP: APR18650M1B vs the CALCE A123 charge branch and the Prada2013 model
-# cell, 27-70 mV apart on the plateau, 2-7 % apart in the low tail; NMC: LG M50T vs Samsung
-# 40T and the Chen2020 model cell, up to 35 mV / 3.7 % apart mid-range, < 1 % at the top).
+# cell, 27-70 mV apart on the plateau, 2-7 % apart in the low tail). NMC: the SOC-axis part
+# is the profile below; 30 mV on the voltage axis for lot, temperature and measurement.
 GENERIC_SIGMA = {"lfp": (35.0, 3.5), "nmc": (30.0, 0.0), "lto": (40.0, 5.0)}
 # SOC-axis uncertainty of a generic table, point by point where the spread of known cells says
-# it (0.1 % units at table SOC 0, 5, ..., 100 %). NMC: at each voltage of the M50T table, the
-# RMS of how far the SOC of four other NMC cells at that voltage lies from the table's (Samsung
-# 40T, Chen2020, Mohtat2020, Ecker2015: 1-5 % above 60 %, up to 19 % at 15-55 % where the Ecker
-# cell's flat part sits), the larger of each point and its neighbours (the reading itself is
-# uncertain along the axis), 0.5 % at the ends where the tables meet at the cut-off voltages.
-# With a profile the voltage-axis part (sig_mv) is only the lot/measurement part.
+# it (0.1 % units at table SOC 0, 5, ..., 100 %; 21 bytes). NMC: at each voltage of the M50T
+# table, the RMS of how far the SOC of four other NMC cells at that voltage lies from the
+# table's (Samsung 40T, Chen2020, Mohtat2020, Ecker2015): 1.4-3.3 % above 60 %, 7-10 % at
+# 15-55 % (the Ecker cell's flat part sits 16-19 % away at 3.72-3.77 V, the Mohtat cell's
+# 2.8 V cut-off moves its low end), 0.5 % at the ends where the tables meet at the cut-offs.
 GENERIC_SOC_SIG = {
     "nmc": bytes((5, 24, 45, 68, 83, 83, 77, 86, 91, 96, 97, 84, 22, 32, 31, 31, 33, 31, 14,
                   17, 5)),
