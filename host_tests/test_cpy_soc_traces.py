@@ -93,15 +93,27 @@ def test_plateau_rest_never_jumps_beyond_its_uncertainty():
 
 def test_nmc_charger_below_100_and_wrong_start():
     """NMC charged to 4.10 V only: the naive counter calls it 100 %, the estimator reads the
-    charge voltage; from a start 20 points wrong the whole trace stays within 3 % RMSE."""
+    charge voltage. From a start 20 points wrong in the middle of the curve (3.75 V, where
+    known NMC cells lie up to 19 % apart through the generic table) the whole trace stays
+    within 4 % RMSE with the truth inside 2 sigma."""
     est = _runs("nmc_mohtat_410")
     nv = _runs("nmc_mohtat_410", naive=True)
     for e, n in zip(est, nv):
-        assert e["rmse"] <= 3.0 and e["cov"] >= 95.0, e
+        assert e["rmse"] <= 4.0 and e["cov"] >= 95.0, e
         assert e["rmse_f"] < n["rmse_f"] / 2, (e, n)
     chen = _runs("nmc_chen_419")
     for e in chen:
-        assert e["rmse"] <= 3.0 and e["cov"] >= 95.0, e
+        assert e["rmse"] <= 4.0 and e["cov"] >= 95.0, e
+
+
+def test_nmc_cell_far_from_the_generic_table_is_honest():
+    """The Ecker2015 cell sits up to 19 % (100 mV) from the generic NMC table mid-range: the
+    uncertainty says so (truth within 2 sigma on >= 95 % of rows), and after the first full
+    charge the error stays what the capacity error (the configured nominal is 7 % below the
+    cell's) makes of counting: within 3 % RMSE, 5 % max."""
+    for e in _runs("nmc_ecker_float"):
+        assert e["cov"] >= 95.0, e
+        assert e["rmse_f"] <= 3.0 and e["max_f"] <= 5.0, e
 
 
 def test_own_table_is_worth_more():

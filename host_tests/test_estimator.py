@@ -167,10 +167,17 @@ def test_readings_weighted_by_what_the_table_can_tell():
     # the same voltage through the cell's own table is worth more
     _, s_own = own.reading(3260.0, 0.0, 5.0)
     assert s_own < s_plateau
-    # NMC mid-range, generic table: a few %, the cell's own: about 1 %
+    # NMC, generic table: at 3.75 V known NMC cells lie 0-19 % apart (the Ecker2015 cell's
+    # flat part), so the reading is worth little; above 60 % a few %; the cell's own: ~1 %
     _, s_nmc = ocv.Table("nmc").reading(3750.0, 0.0, 2.0)
+    _, s_nmc_hi = ocv.Table("nmc").reading(4020.0, 0.0, 2.0)
     _, s_nmc_own = ocv.Table("nmc", CHEN).reading(3750.0, 0.0, 2.0)
-    assert 1.5 < s_nmc < 5.0 and s_nmc_own < 1.5, (s_nmc, s_nmc_own)
+    assert s_nmc > 6.0 and 1.5 < s_nmc_hi < 5.0 and s_nmc_own < 1.5, (
+        s_nmc, s_nmc_hi, s_nmc_own)
+    # at the top of charge the tables meet: the reading is centred on the table's own value,
+    # not pulled below it by the cut interval
+    z, s_top = ocv.Table("nmc").reading(4190.0, 1.0, 2.0)
+    assert abs(z - ocv.Table("nmc").soc(4190.0, 1.0)) < 1e-6 and s_top < 2.5, (z, s_top)
 
 
 def test_cc_accuracy_and_drain():
@@ -290,22 +297,33 @@ def test_plateau_rest_moves_soc_little():
 
 
 def test_rest_correction_nmc():
+    """Above 60 % known NMC tables agree within a few %: a rest corrects a start 30 points
+    wrong to within 5 %. Mid-range (3.7-3.8 V) they do not (one known cell lies 19 % off): the
+    same rest moves SOC honestly - the truth inside 2 sigma - but is worth less."""
     est, ev = make("nmc", 10000)
-    p = Pack("nmc", 10000, soc=0.5)
-    est.set_soc(80.0, 0, 20.0)
+    p = Pack("nmc", 10000, soc=0.8)
+    est.set_soc(50.0, 0, 20.0)
     p.step(est, -3000, 600, dt_s=10)  # a discharge, then a rest
     p.step(est, 0, 3600, dt_s=10)
     assert syncs(ev, SYNC_REST)
     assert abs(p.err(est)) <= 5.0 and abs(p.err(est)) <= 2.0 * est.soc_err_pct, (
         est.soc_pct, p.soc)
     assert est.soc_err_pct < 5.0
-    # with the cell's own table the same rest is worth more
+    mid, _ = make("nmc", 10000)
+    pm = Pack("nmc", 10000, soc=0.5)
+    mid.set_soc(80.0, 0, 20.0)
+    pm.step(mid, -3000, 600, dt_s=10)
+    pm.step(mid, 0, 3600, dt_s=10)
+    assert abs(pm.err(mid)) < 30.0 - 10.0 and abs(pm.err(mid)) <= 2.0 * mid.soc_err_pct, (
+        mid.soc_pct, pm.soc, mid.soc_err_pct)
+    assert mid.soc_err_pct > est.soc_err_pct
+    # with the cell's own table the same mid-range rest is worth more
     est2, _ = make("nmc", 10000, CHEN)
     p2 = Pack("nmc", 10000, soc=0.5)
     est2.set_soc(80.0, 0, 20.0)
     p2.step(est2, -3000, 600, dt_s=10)
     p2.step(est2, 0, 3600, dt_s=10)
-    assert abs(p2.err(est2)) <= 1.5 and est2.soc_err_pct < est.soc_err_pct
+    assert abs(p2.err(est2)) <= 1.5 and est2.soc_err_pct < mid.soc_err_pct
 
 
 def test_offset_calibration():

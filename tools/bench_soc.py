@@ -176,7 +176,7 @@ def worse(a, b):
     return out
 
 
-def bench(quick=False, only=None):
+def bench(quick=False, only=None, true_cap=False):
     gains = (1.01,) if quick else (1.01, 0.99)
     jobs = []
     for name, chem, vc, nom, own, kind in CASES:
@@ -207,10 +207,13 @@ def bench(quick=False, only=None):
         runs = [("est/gen", None, False), ("naive", None, True)]
         if own_rows:
             runs.insert(1, ("est/own", own_rows, False))
+        if true_cap:
+            runs.insert(1, ("est/capT", None, False))
         for label, tab, naive in runs:
             w = None
             for g in gains:
-                res = run(rows, chem, nom, g, soc0, vc, t_full, tab, naive)
+                res = run(rows, chem, cap_true if label == "est/capT" else nom, g, soc0, vc,
+                          t_full, tab, naive)
                 res["cap_err"] = (res.pop("cap_ah") - cap_true) / cap_true * 100.0
                 w = worse(w, res)
             results[(name, label)] = w
@@ -250,7 +253,7 @@ def main(argv):
     quick = "--quick" in argv
     only = [a for a in argv if not a.startswith("--")]
     ocv.reset_tables()
-    res = bench(quick, set(only) if only else None)
+    res = bench(quick, set(only) if only else None, "--true-cap" in argv)
     verdicts(res)
 
 

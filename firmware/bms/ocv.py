@@ -57,9 +57,19 @@ HYST_MV = {"lfp": 20.0, "nmc": 4.0, "lto": 10.0}
 # Uncertainty of a table, 1 sigma: (mV along the voltage axis, % along the SOC axis).
 # Generic tables, from the spread between measured and model tables of different cells of
 # the chemistry (LFP: APR18650M1B vs the CALCE A123 charge branch and the Prada2013 model
-# cell, 27-70 mV apart on the plateau, 2-7 % apart in the low tail; NMC: LG M50T vs Samsung
-# 40T and the Chen2020 model cell, up to 35 mV / 3.7 % apart mid-range, < 1 % at the top).
-GENERIC_SIGMA = {"lfp": (35.0, 3.5), "nmc": (30.0, 2.5), "lto": (40.0, 5.0)}
+# cell, 27-70 mV apart on the plateau, 2-7 % apart in the low tail). NMC: the SOC-axis part
+# is the profile below; 30 mV on the voltage axis for lot, temperature and measurement.
+GENERIC_SIGMA = {"lfp": (35.0, 3.5), "nmc": (30.0, 0.0), "lto": (40.0, 5.0)}
+# SOC-axis uncertainty of a generic table, point by point where the spread of known cells says
+# it (0.1 % units at table SOC 0, 5, ..., 100 %; 21 bytes). NMC: at each voltage of the M50T
+# table, the RMS of how far the SOC of four other NMC cells at that voltage lies from the
+# table's (Samsung 40T, Chen2020, Mohtat2020, Ecker2015): 1.4-3.3 % above 60 %, 7-10 % at
+# 15-55 % (the Ecker cell's flat part sits 16-19 % away at 3.72-3.77 V, the Mohtat cell's
+# 2.8 V cut-off moves its low end), 0.5 % at the ends where the tables meet at the cut-offs.
+GENERIC_SOC_SIG = {
+    "nmc": bytes((5, 24, 45, 68, 83, 83, 77, 86, 91, 96, 97, 84, 22, 32, 31, 31, 33, 31, 14,
+                  17, 5)),
+}
 # The cell's own table: measurement and lot-to-lot spread of a careful C/20 or GITT test.
 OWN_SIGMA = (4.0, 0.7)
 
@@ -120,6 +130,7 @@ class Table:
         self.n = len(self.t) - 1
         self.hyst_mv = HYST_MV[chem]
         self.sig_mv, self.sig_pct = OWN_SIGMA if self.own else GENERIC_SIGMA[chem]
+        self.prof = None if self.own else GENERIC_SOC_SIG.get(chem)
 
     def mv(self, soc, b=0.0):
         """OCV in mV at soc (fraction, clamped) with hysteresis state b (-1 dsg .. +1 chg)."""
@@ -136,6 +147,13 @@ class Table:
     def soc_sigma_pct(self, z):
         """The table's own SOC-axis uncertainty at z (smaller near full, where tables of
         different cells meet at the charge voltage)."""
+        p = self.prof
+        if p is not None:
+            x = (0.0 if z < 0.0 else (1.0 if z > 1.0 else z)) * 20.0
+            k = int(x)
+            if k >= 20:
+                return p[20] * 0.1
+            return (p[k] + (p[k + 1] - p[k]) * (x - k)) * 0.1
         f = (1.0 - z) / 0.05
         if f < 0.3:
             f = 0.3
@@ -147,12 +165,19 @@ class Table:
         """SOC from a rested voltage: (z, sigma %). The voltage uncertainty (the table's,
         plus extra_mv: hysteresis, relaxation, noise, temperature, IR) is mapped through the
         table: z is the middle of the SOC interval of mv +/- 2 sigma_v, sigma its quarter,
-        so a flat part of the curve gives a wide interval and a reading worth little."""
+        so a flat part of the curve gives a wide interval and a reading worth little. Where
+        the interval is cut by the top of the table (a voltage at the top of charge, where the
+        tables of all cells meet at the charge voltage), its middle would sit below the top by
+        half the cut: there z is the voltage's own SOC and sigma half of the lower side."""
         sv = (self.sig_mv * self.sig_mv + extra_mv * extra_mv) ** 0.5
         lo = self.soc(mv - 2.0 * sv, b)
         hi = self.soc(mv + 2.0 * sv, b)
-        z = (lo + hi) * 0.5
-        sz = (hi - lo) * 25.0  # quarter of the interval, in %
+        if hi >= 1.0:
+            z = self.soc(mv, b)
+            sz = (z - lo) * 50.0
+        else:
+            z = (lo + hi) * 0.5
+            sz = (hi - lo) * 25.0  # quarter of the interval, in %
         ss = self.soc_sigma_pct(z)
         si = 25.0 / self.n  # linear interpolation between points a quarter step off
         return z, (sz * sz + ss * ss + si * si) ** 0.5
