@@ -86,6 +86,10 @@ class Track:
         self.base_v = self.base_t = 0
         self.cut_t = None
 
+    def jump(self, v, t):
+        self.prev = v
+        self.base_v, self.base_t = v, t
+
     def check(self, v, t):
         if self.prev is None:
             self.prev = v
@@ -135,7 +139,14 @@ def test_limits_properties(sc):
         assert lim.chg_enable == (lim.ccl_ma > 0)
         tr_ccl.check(lim.ccl_ma, t)
         tr_dcl.check(lim.dcl_ma, t)
-        tr_cvl.check(lim.cvl_mv, t)
+        if (lim.ccl_ma == 0 and tr_cvl.prev is not None and lim.cvl_mv > tr_cvl.prev
+                and lim.cvl_mv == (s.cell_sum_mv + 99) // 100 * 100):
+            # documented (README "Stopping charge"): while charging is blocked a held CVL is
+            # raised at once to a pack that rests higher, never left below it (an inverter
+            # discharges towards a CVL below the pack); it never follows the pack down
+            tr_cvl.jump(lim.cvl_mv, t)
+        else:
+            tr_cvl.check(lim.cvl_mv, t)
         m = bal.update(s, p, e, t)
         assert mask_ok(m, bal.groups)
         if faults or not valid:
