@@ -59,7 +59,13 @@ def test_bmsctl_against_the_simulator():
 
 
 def _units_and_names(sim):
-    rc, out, err = ctl(sim, "status")
+    # the BMS boots first: FETs off until its first complete reading (the thermistors'
+    # first conversion, 2.5 s after the AFE's init)
+    for _ in range(60):
+        rc, out, err = ctl(sim, "status")
+        if rc == 0 and "state     normal" in out:
+            break
+        time.sleep(0.5)
     assert rc == 0, err
     assert "state     normal" in out, out  # a name, not a number
     assert "FETs: charge on, discharge on" in out, out

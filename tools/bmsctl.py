@@ -114,8 +114,8 @@ def unit_of(r):
     """(display unit, register counts per display unit after the map's scale)."""
     if r["unit"] in _DISPLAY:
         return _DISPLAY[r["unit"]]
-    if r["unit"] == "0.01 %":
-        return "%", 1
+    if r["unit"] == "0.01 %":  # the register counts 0.01 %: whatever the map's scale
+        return "%", 100 * r["div"] / r["mul"]
     if r["unit"] == "uohm":
         return ("mΩ" if r["mul"] == 1000 else "µΩ"), 1
     if r["unit"] == "enum":
@@ -572,20 +572,36 @@ def cmd_set(b, a):
     print("%s = %s" % (shown_name(r, a.raw), show(r, back, a.raw)))
 
 
+def config_dict(b):
+    """The BMS's configuration as the firmware names it: {field: value}, enums by choice,
+    texts as text (read over Modbus)."""
+    _firmware()
+    from bms.config_tables import FIELDS
+
+    fields = dict((f[0], f) for f in FIELDS)
+    cur = b.config_values()
+    out = {}
+    for row in b.rows:
+        if row["name"].startswith("cfg_"):
+            k = row["name"][4:]
+            v = cur[row["name"]]
+            f = fields.get(k)
+            if not isinstance(v, str):
+                v = int(v)
+                if f is not None and len(f) == 2 and 0 <= v < len(f[1]):
+                    v = f[1][v]
+            out[k] = v
+    return out
+
+
 def _check_rules(b, r, value):
     """The firmware's own validation (bms.config) on the BMS's current configuration."""
     _firmware()
     from bms.config import Config, ConfigError
     from bms.config_tables import FIELDS
 
-    cur = b.config_values()
     fields = dict((f[0], f) for f in FIELDS)
-    vals = {}
-    for row in b.rows:
-        if row["name"].startswith("cfg_"):
-            f = fields.get(row["name"][4:])
-            v = int(cur[row["name"]])
-            vals[row["name"][4:]] = f[1][v] if f is not None and len(f) == 2 else v
+    vals = config_dict(b)
     name = r["name"][4:]
     f = fields.get(name)
     new = f[1][value] if f is not None and len(f) == 2 else value
@@ -673,19 +689,7 @@ def cmd_log(b, a):
     rows = 0
     misses = 0
     with f:
-        cfg = b.config_values()
-        _firmware()
-        from bms.config_tables import FIELDS
-
-        fields = dict((x[0], x) for x in FIELDS)
-        conf = {}
-        for r in b.rows:
-            if r["name"].startswith("cfg_"):
-                k = r["name"][4:]
-                val = int(cfg[r["name"]])
-                fd = fields.get(k)
-                conf[k] = fd[1][val] if fd is not None and len(fd) == 2 and val < len(fd[1]) \
-                    else val
+        conf = config_dict(b)
         side = os.path.splitext(a.file)[0] + ".config.json"
         with open(side, "w") as fh:
             json.dump(conf, fh)
