@@ -170,8 +170,8 @@ def _t(dc):
 
 
 def names(mask):
-    """'a,b,c' for the set fault bits (Home Assistant shows commas)."""
-    return fault_names(mask).replace("|", ",")
+    """'a,b,c' for the set fault bits (Home Assistant shows commas), 'none' for none."""
+    return fault_names(mask).replace("|", ",") if mask else "none"
 
 
 def _cells(mask):
