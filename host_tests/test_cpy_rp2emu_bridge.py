@@ -122,6 +122,9 @@ def test_the_firmware_driver_reads_the_emulated_afe_through_the_bridge():
                       shunt_uohm=pico.SHUNT_UOHM, n_temps=pico.N_TEMPS,
                       thermistor_beta=pico.THERMISTOR_BETA, variant=pico.AFE_VARIANT)
         afe.init()
+        # LFP hardware limits as the app programs them; the driver refuses readings until
+        # the chip is seen to hold its protection configuration
+        afe.configure_protection(3750, 2000, 2500, 4000, 40000, 320, 80000, 200)
         snap = Snapshot(pico.CELLS, pico.N_TEMPS)
         for _ in range(12):  # 3 s: cells, pack, current and the first temperature conversion
             proc.advance_ms(250)

@@ -2,7 +2,6 @@
 # kind, a value out of range, a port that is not there), answers with a short message that
 # names the mistake and a non-zero exit status (2 for a mistake on the command line), never a
 # traceback and never silence. The Makefile's board targets too. CPython only (subprocesses).
-# tools/replay.py is not in this table (its owner adds its rows).
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ TMP = tempfile.mkdtemp()
 NOT_A_LOG = os.path.join(ROOT, "README.md")
 BINARY = os.path.join(TMP, "binary.csv")
 EMPTY_LOG = os.path.join(TMP, "empty.csv")
+SIM_LOG = os.path.join(TMP, "sim.csv")
+TRACE = "tools/traces/lfp_c2_shortcv.csv"
 
 
 def _sim(*args):
@@ -83,13 +84,27 @@ CASES = [
     (_py("bmsctl.py", "--port", "/dev/x", "set", "chg_temp_max", "45V"), 2, "45V"),
     (_py("bmsctl.py", "--port", "/dev/x", "set", "chg_temp_max", "45"), 2, "--pin"),
     (_py("bmsctl.py", "--port", "/dev/x", "--pin", "1", "set", "soc", "50"), 2, "read-only"),
-    (_py("bmsctl.py", "--port", "/dev/x", "--pin", "1", "set", "chemistry", "lipo"), 2, "lipo"),
+    (_py("bmsctl.py", "--port", "/dev/x", "--pin", "1", "set", "chemistry", "lfp"), 2,
+     "board identity"),
+    (_py("bmsctl.py", "--port", "/dev/x", "--pin", "1", "set", "can_profile", "pylontech"), 2,
+     "pylontech"),
     (_py("bmsctl.py", "--port", "/dev/x", "--unit", "0", "status"), 2, "--unit"),
     (_py("bmsctl.py", "--baud", "fast", "status"), 2, "fast"),
     (_py("bmsctl.py", "--port", "/dev/x", "log"), 2, "FILE"),
     # tools/bench.py (command line only: a real run takes minutes)
     (_py("bench.py", "--only", "nothing"), 2, "nothing"),
     (_py("bench.py", "--bogus"), 2, "--bogus"),
+    # tools/replay.py
+    (_py("replay.py", "/nonexistent/trace.csv", "--capacity-ah", "5"), 2, "cannot open"),
+    (_py("replay.py", NOT_A_LOG, "--capacity-ah", "5"), 2, "not a trace"),
+    (_py("replay.py", BINARY, "--capacity-ah", "5"), 2, "trace"),
+    (_py("replay.py", SIM_LOG, "--capacity-ah", "5"), 2, "sim.py log"),
+    (_py("replay.py", TRACE), 2, "--capacity-ah"),
+    (_py("replay.py", TRACE, "--capacity-ah", "-1"), 2, "--capacity-ah"),
+    (_py("replay.py", TRACE, "--capacity-ah", "5", "--chemistry", "lipo"), 2, "--chemistry"),
+    (_py("replay.py", TRACE, "--capacity-ah", "5", "--ocv-table", "/nonexistent.csv"), 2,
+     "nonexistent"),
+    (_py("replay.py", TRACE, "--capacity-ah", "5", "--bogus"), 2, "--bogus"),
     # the Makefile's board targets
     (["make", "-s", "dist", "BOARD=sim"], None, "virtual board"),
     (["make", "-s", "dist", "BOARD=no_such_board"], None, "no_such_board"),
@@ -112,6 +127,8 @@ def test_every_tool_answers_bad_input_in_a_line():
         f.write(bytes(range(256)) * 8)
     with open(EMPTY_LOG, "w") as f:
         f.write("t_s,current_ma,cell_min_mv\n")
+    with open(SIM_LOG, "w") as f:  # the head of a tools/sim.py log
+        f.write("# config: chemistry=lfp cells=4\nt_s,current_ma,cell_min_mv\n0,0,3300\n")
     bad = []
     with ThreadPoolExecutor(max_workers=4) as ex:
         for (cmd, code, words), p in ex.map(_run, CASES):

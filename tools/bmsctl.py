@@ -18,7 +18,7 @@ Values are in engineering units: temperatures in degC (the registers hold 0.1 de
 everything else in the unit its name carries (mV, mA, ms, mAh, %). A unit may be written
 with the number and is converted: 3.65V, 3650mV, 50A, 2s, 5min, 100Ah, 45C. --raw shows and
 takes register values instead. States, enums, faults and flags are shown by name; an enum is
-set by name (set chemistry lfp).
+set by name (set can_profile victron).
 
 `set` unlocks with --pin (the BMS's modbus_pin, set on the REPL), checks the value against the
 field's range and the configuration's rules (the firmware's own bms.config) before it sends
@@ -518,8 +518,10 @@ def prepare_set(rows, a):
     """Everything about a set that needs no board: name, value, range, PIN."""
     r = resolve(rows, a.name, writable=True)
     if r["access"] != "rw" or r["name"] == "unlock":
-        raise CtlError("%s is read-only (a measurement or state); 'config' lists what can be "
-                       "set" % short_name(r["name"]), EXIT_USAGE)
+        why = ("board identity, from the board file" if r["name"].startswith("cfg_")
+               else "a measurement or state")
+        raise CtlError("%s is read-only (%s); 'config' lists what can be set" % (
+            short_name(r["name"]), why), EXIT_USAGE)
     value = parse_value(r, a.value, a.raw)
     if r["range"] and r["unit"] != "enum" and not isinstance(value, str):
         lo, hi = [int(x) for x in r["range"].split(" .. ")]
