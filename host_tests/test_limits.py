@@ -438,20 +438,21 @@ def test_cvl_hold_counts_no_flips_over_a_noisy_blocked_hour():
     cfg = cfg4()
     lim = step(Limits(cfg), [3300] * 4, 0, est=Est(91.0))  # above the 90 % cap: blocked
     t = 0
-    vals = []
+    flips = 0
+    d0 = 0
+    prev = lowest = lim.cvl_mv
     for k in range(3600):
         t += 1000
         load = (-40000, -5000, 0, -60000, -1000)[k % 5]
         mv = 3300 + load // 2000  # 20 mV per 40 A of sag (IR drop)
         step(lim, [mv] * 4, t, est=Est(91.0), current_ma=load)
-        vals.append(lim.cvl_mv)
-    flips = 0
-    d0 = 0
-    for a, b in zip(vals, vals[1:]):
-        d = (b > a) - (b < a)
+        b = lim.cvl_mv
+        d = (b > prev) - (b < prev)
         if d and d0 and d != d0:
             flips += 1
         if d:
             d0 = d
+        prev = b
+        lowest = min(lowest, b)
     assert flips == 0, flips
-    assert lim.ccl_ma == 0 and min(vals) >= 4 * 3300 - 100
+    assert lim.ccl_ma == 0 and lowest >= 4 * 3300 - 100

@@ -1380,7 +1380,9 @@ def test_fault_table_masks_match_the_rows():
     assert tiers[FAULT_NAMES.index("afe_config")] == "protection"
 
 
-def _readme():
+def _readme_section(title):
+    """The lines of README.md's section `title` (read line by line: the whole file does not
+    fit a small MicroPython heap in one piece)."""
     import os
 
     here = __file__.replace("\\", "/")
@@ -1390,17 +1392,24 @@ def _readme():
         os.stat(path)
     except OSError:
         path = "README.md"
+    out = []
+    inside = False
     with open(path) as f:
-        return f.read()
+        for line in f:
+            if inside:
+                if line.startswith("#"):
+                    break
+                out.append(line.rstrip("\n"))
+            elif line.rstrip("\n") == title:
+                inside = True
+    assert inside, title
+    return out
 
 
 def readme_fault_rows():
     """The rows of README.md's table in section "Faults": (index, name, dir, tier, bd)."""
-    text = _readme()
-    start = text.index("\n### Faults\n")
-    end = text.index("\n#", start + 5)
     rows = []
-    for line in text[start:end].split("\n"):
+    for line in _readme_section("### Faults"):
         line = line.strip()
         if not line.startswith("|"):
             continue

@@ -336,8 +336,11 @@ class Protection:
         """Debounce protection fault i. Returns True when it cleared in this call."""
         bit = 1 << i
         active = self.faults & bit
-        if active and self.latched & bit:
-            return False
+        if active:
+            if self.latched & bit:
+                return False
+        elif not (cond or unk or self._on[i]):
+            return False  # idle and nothing to time (what _db would do, without its call)
         r = self._db(i, active, cond, rel, unk, delay, sticky)
         if r == 2:
             self._clear(i, val)
@@ -353,6 +356,8 @@ class Protection:
         k = _N + i
         bit = 1 << i
         active = self.warnings & bit
+        if not (active or cond or self._on[k]):
+            return  # idle and nothing to time
         r = self._db(k, active, cond, rel, False, delay, False)
         if r == 2:
             self.warnings &= ~bit
@@ -384,6 +389,8 @@ class Protection:
             self.trips[i] -= 1
             q = 0
         self._qt[i] = q
+        if not (cond or unk or self._on[i]):
+            return False  # idle and nothing to time
         if self._db(i, False, cond, rel, unk, delay, False) != 1:
             return False
         if not cond:
@@ -619,6 +626,7 @@ class Protection:
         qv = self._qv
         qk = self._qk
         boot = self._boot
+        on = self._on
         rows = _THRESHOLD_ROWS
         for j in range(len(rows)):
             i = rows[j]
@@ -638,16 +646,19 @@ class Protection:
             else:
                 cond = rel = False
             d = self._dly[i]
+            bit = 1 << i
             if f & _T_WARN_ONLY:
-                self._warn(i, cond, rel, v, d)
+                if cond or on[_N + i] or self.warnings & bit:
+                    self._warn(i, cond, rel, v, d)
                 continue
             unk = not known and (_Q_MUST >> q) & 1
             dd = 0 if boot else d
-            if f & _T_RETRY:
+            if not (cond or unk or on[i] or self.faults & bit or f & _T_RETRY):
+                pass  # idle and nothing to time: the calls below would change nothing
+            elif f & _T_RETRY:
                 # no retry while the current still flows, or while it is unknown
                 self._retry(i, cond, rel, unk, cond or unk, v, dd)
             elif f & _T_LATCH:
-                bit = 1 << i
                 if not self.faults & bit:
                     # Latches on a known value only; an unknown one keeps its timer running.
                     if self._db(i, False, cond, rel, unk, dd, False) == 1 and cond:
@@ -656,13 +667,11 @@ class Protection:
                         self.events.add(self._now, EV_LATCH, i, v)
             else:
                 self._fault(i, cond, rel, unk, v, dd)
-            if ft.FAULTS[i][8] and known:
+            if known and ft.FAULTS[i][8]:
                 w = self._wlim[i]
-                wr = self._wrel[i]
-                if below:
-                    self._warn(i, v < w, v > wr, v, d)
-                else:
-                    self._warn(i, v > w, v < wr, v, d)
+                wc = v < w if below else v > w
+                if wc or on[_N + i] or self.warnings & bit:
+                    self._warn(i, wc, v > self._wrel[i] if below else v < self._wrel[i], v, d)
 
     def _afe_trips(self, snap):
         """The AFE's own protection (outer layer): OV/UV clear with the software release of
