@@ -7,31 +7,21 @@
 # charge bit goes out without charge enable. CPython only (subprocess, cantools).
 import csv
 import os
-import subprocess
-import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPY = os.path.join(ROOT, ".venv", "bin", "micropython")
+import longruns
 
 
 def test_can_log_of_a_day_decodes_and_matches_the_log():
     import can
     import cantools
 
-    d = tempfile.mkdtemp()
-    log = os.path.join(d, "day.csv")
-    dump = os.path.join(d, "day.log")
-    env = dict(os.environ, MICROPYPATH="firmware:tools:.:.frozen")
-    p = subprocess.run(
-        [MPY, "-X", "heapsize=2M", "tools/sim.py", "--hours", "24", "--quiet", "--log", log,
-         "--candump", dump],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
-    )
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    d, _ = longruns.get("day-can")  # host_tests/longruns.py: --hours 24 --log --candump
+    log = os.path.join(d, "log.csv")
+    dump = os.path.join(d, "can.log")
     with open(log) as f:
         f.readline()
         rows = {int(r["t_s"]): r for r in csv.DictReader(f)}
-    db = cantools.database.load_file(os.path.join(ROOT, "tools", "dbc", "pylon.dbc"))
+    db = cantools.database.load_file(os.path.join(longruns.ROOT, "tools", "dbc", "pylon.dbc"))
     known = {m.frame_id for m in db.messages}
     n = 0
     checked = 0

@@ -7,43 +7,16 @@
 import csv
 import json
 import os
-import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPY = os.path.join(ROOT, ".venv", "bin", "micropython")
-RUNS = {
-    # an imbalanced pack on a charger (0.3 C), charged to the top and held there (from 75 %)
-    "imbalance": ["--scenario", "imbalance", "--hours", "18", "--soc", "75"],
-    "cold-morning": ["--scenario", "cold-morning"],
-    # the same on 15 cells of 2 Ah (a BQ76940, three groups): balanced within hours
-    "imbalance-15": ["--scenario", "imbalance", "--hours", "16", "--soc", "80", "--cells", "15",
-                     "--capacity-ah", "2"],
-}
-_R = {}
-
-
-def _run(name):
-    d = tempfile.mkdtemp()
-    log = os.path.join(d, "log.csv")
-    env = dict(os.environ, MICROPYPATH="firmware:tools:.:.frozen")
-    p = subprocess.run([MPY, "-X", "heapsize=2M", "tools/sim.py", "--quiet", "--log", log]
-                       + RUNS[name], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    with open(log) as f:
-        cfg = json.loads(f.readline()[len("# config: "):])
-        rows = list(csv.DictReader(f))
-    return name, cfg, rows
-
+import longruns
 
 def _get(name):
-    if not _R:
-        with ThreadPoolExecutor(max_workers=2) as ex:
-            for n, cfg, rows in ex.map(_run, RUNS):
-                _R[n] = (cfg, rows)
-    return _R[name]
+    """(config, log rows) of the simulator run `name` (host_tests/longruns.py)."""
+    d, _ = longruns.get(name)
+    with open(os.path.join(d, "log.csv")) as f:
+        cfg = json.loads(f.readline()[len("# config: "):])
+        rows = list(csv.DictReader(f))
+    return cfg, rows
 
 
 def test_no_cell_reaches_over_voltage_with_5pct_spread():
@@ -92,7 +65,7 @@ def _rises(rows, col):
 
 
 def test_limits_never_rise_faster_than_the_ramp():
-    for name in RUNS:
+    for name in ("imbalance", "cold-morning", "imbalance-15"):
         cfg, rows = _get(name)
         body = rows[2:]  # the first update after boot sets the limits directly
         cells = cfg["cells"]
