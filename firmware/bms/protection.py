@@ -260,7 +260,10 @@ class Protection:
         have held half the delay (at most release_delay_ms). Timers count from the first
         reading of their zone.
         Returns 1 when the set delay has elapsed, 2 when an active entry has been in its
-        release zone for release_delay_ms, else 0."""
+        release zone for release_delay_ms, else 0.
+        Contract the callers rely on (they skip the call then: _fault, _warn, _retry,
+        _thresholds): inactive, timer not running (on[k] == 0), not cond and not unk ->
+        returns 0 and changes nothing."""
         dt = self._dt
         on = self._on
         if active:
