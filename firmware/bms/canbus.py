@@ -34,25 +34,10 @@ from array import array
 from micropython import const
 
 from bms.events import EV_INVERTER
-from bms.faults import CATEGORY, N_FAULTS
+from bms.faults import CAT_LOW_V, CATEGORY, N_CAT, N_FAULTS
 
 PROFILES = ("pylon", "victron", "sma", "deye", "solark")  # = config can_profile choices
 FW_VERSION = const(0x0100)  # reported in 0x35F (major.minor in two bytes)
-N_CAT = const(12)  # bms.faults CAT_* count
-
-# bms.faults categories (kept here as plain ints for the profile tables)
-CAT_NONE = const(0)
-CAT_HIGH_V = const(1)
-CAT_LOW_V = const(2)
-CAT_HIGH_T = const(3)
-CAT_LOW_T = const(4)
-CAT_CHG_HIGH_T = const(5)
-CAT_CHG_LOW_T = const(6)
-CAT_DSG_OC = const(7)
-CAT_CHG_OC = const(8)
-CAT_SHORT = const(9)
-CAT_INTERNAL = const(10)
-CAT_IMBALANCE = const(11)
 
 NO_BIT = const(0xFF)
 # 0x35A (SMA/Victron) item of each category: pair index 0..12 (byte = item // 4, bits =

@@ -57,6 +57,7 @@ CAT_CHG_OC = const(8)
 CAT_SHORT = const(9)
 CAT_INTERNAL = const(10)
 CAT_IMBALANCE = const(11)
+N_CAT = const(12)  # the CAT_* count
 
 _TMP = T_BD | T_TEMP | T_HYST
 FAULTS = (

@@ -132,14 +132,13 @@ def bootrom(path):
     return path
 
 
-def module_order():
-    """bms modules leaves first (module-level imports), then board: the probe's import order."""
+def module_deps():
+    """bms module -> the bms modules it imports at module level (firmware/bms/*.py)."""
     fw = os.path.join(ROOT, "firmware", "bms")
     deps = {}
     for fn in sorted(os.listdir(fw)):
         if not fn.endswith(".py") or fn == "__init__.py":
             continue
-        name = "bms." + fn[:-3]
         with open(os.path.join(fw, fn)) as f:
             tree = ast.parse(f.read())
         d = set()
@@ -151,7 +150,13 @@ def module_order():
                     d.add(node.module)
             elif isinstance(node, ast.Import):
                 d.update(a.name for a in node.names if a.name.startswith("bms."))
-        deps[name] = d
+        deps["bms." + fn[:-3]] = d
+    return deps
+
+
+def module_order():
+    """bms modules leaves first (module-level imports), then board: the probe's import order."""
+    deps = module_deps()
     order = []
 
     def visit(m, stack=()):
@@ -177,22 +182,7 @@ def boot_modules(can_profile="pylon"):
     import closure, the buses' drivers and the one inverter profile. The rest (the
     configuration tables, dropped after boot; the REPL's diag and console; MQTT; the other
     profiles) is imported later or never."""
-    fw = os.path.join(ROOT, "firmware", "bms")
-    deps = {}
-    for fn in os.listdir(fw):
-        if fn.endswith(".py") and fn != "__init__.py":
-            with open(os.path.join(fw, fn)) as f:
-                tree = ast.parse(f.read())
-            d = set()
-            for node in tree.body:
-                if isinstance(node, ast.ImportFrom) and node.module:
-                    if node.module == "bms":
-                        d.update("bms." + a.name for a in node.names)
-                    elif node.module.startswith("bms."):
-                        d.add(node.module)
-                elif isinstance(node, ast.Import):
-                    d.update(a.name for a in node.names if a.name.startswith("bms."))
-            deps["bms." + fn[:-3]] = d
+    deps = module_deps()
     held = set()
     todo = ["bms.app", "bms.can_" + can_profile] + list(_BOOT_IMPORTS)
     while todo:
