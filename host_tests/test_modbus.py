@@ -456,3 +456,32 @@ def test_baud_from_config_applied_after_response():
     srv.poll(bms, 200)
     assert len(u.out) == 2 and u.out[1][1] == 16  # answered at the old rate ...
     assert u.bauds == [19200, 9600] and srv.rs.t35_ms == 4  # ... then switched
+
+
+def test_request_split_across_comms_cycles_is_answered():
+    # The comms task polls every 20 ms; at 9600 baud an 8-byte request takes 8.3 ms on the
+    # wire, so a poll often lands inside it (at 115200 now and then). Bytes that keep coming
+    # at the next poll are the rest of the same request, not a new frame after a silence.
+    r = Rig()
+    # a read (FC 3), and a write of two registers (FC 16: answered 01, locked) cut anywhere
+    for req, fc in ((read_req(1, 3, 0, 1), 3), (write_n(1, 1010, [3650, 3550]), 0x90)):
+        for cut in range(1, len(req)):
+            r.bms.fill(r.t)
+            r.uart.out = []
+            r.uart.rx += req[:cut]
+            r.srv.poll(r.bms, r.t)
+            r.t += 20
+            r.uart.rx += req[cut:]
+            r.srv.poll(r.bms, r.t)
+            for _ in range(3):
+                r.t += 20
+                r.srv.poll(r.bms, r.t)
+            assert len(r.uart.out) == 1 and r.uart.out[0][1] == fc, (cut, r.uart.out)
+    assert r.srv.crc_errors == 0 and r.srv.malformed == 0
+    # a truncated request is still dropped at the silence after it, and the next one answered
+    r.uart.rx += read_req(1, 3, 0, 1)[:5]
+    r.srv.poll(r.bms, r.t)
+    r.t += 20
+    r.srv.poll(r.bms, r.t)
+    assert r.srv.malformed + r.srv.crc_errors == 1
+    assert r.regs(0, 1) == [regmap.MAP_VERSION]

@@ -7,7 +7,10 @@
 # txdone() when present), so a PTY- or socket-backed object works in the simulator.
 #
 # Framing: a request ends at its expected length (FC 3/4/6: 8 bytes, FC 16: 9 + byte count)
-# or, for anything else, after t3.5 of silence measured with now_ms (>= 2 ms; 4 ms at 9600).
+# or, for anything else, after t3.5 of silence measured with now_ms (>= 2 ms; 4 ms at 9600):
+# a poll that finds no new byte t3.5 after the last one. New bytes at a later poll continue a
+# request of known length that is not complete yet (the comms task polls every 20 ms, longer
+# than t3.5, so such a request is often split across polls); otherwise what was held ended.
 # A bad CRC, an overrun or bytes seen while we were sending put the receiver into "skip until
 # silence", so it re-synchronises on the next gap. Requests for other unit ids are ignored.
 # Inter-character t1.5 is not checked (polling cannot see it).
@@ -230,8 +233,12 @@ class ModbusServer:
         uart = self.uart
         avail = uart.any()
         if avail:
-            if (self._n or self._skip) and now_ms - self._t_last >= self.rs.t35_ms:
-                # a silence passed between polls: what we hold ended before these bytes
+            if ((self._n or self._skip) and now_ms - self._t_last >= self.rs.t35_ms
+                    and (self._skip or not self._partial(self._n))):
+                # a silence passed between polls: what we hold ended before these bytes. Not
+                # for the start of a request of known length: polls come every comms cycle
+                # (20 ms), longer than t3.5, so its rest arriving by the next poll says
+                # nothing about a silence (at 9600 baud a request takes 8 ms on the wire).
                 if self._n and not self._skip:
                     self._handle(self._n)
                 self._n = 0
@@ -283,6 +290,17 @@ class ModbusServer:
             if not k:
                 return
             uart.readinto(sc, k if k < _SCRATCH else _SCRATCH)
+
+    def _partial(self, n):
+        """rx[0:n] may be the first bytes of a request of known length, not yet complete."""
+        if n < 2:
+            return True
+        fc = self._rx[1]
+        if fc == 3 or fc == 4 or fc == 6:
+            return n < 8
+        if fc == 16:
+            return n < 7 or n < 9 + self._rx[6]
+        return False
 
     def _expected(self, n):
         rx = self._rx
