@@ -129,6 +129,8 @@ class Poller:
         self.t_row = -1
         self.errors = 0
         self.error_kinds = {}  # reason -> count (timeout, bad CRC, exception n, ...)
+        self.boot_polls = 0  # unanswered polls before the first answer (firmware booting)
+        self.answered = False
         self.rows_done = []  # (t_row_ms, regs) of complete polls, taken by the bridge
 
     def start(self, t_ms):
@@ -161,6 +163,7 @@ class Poller:
             return None
         for i, w in enumerate(words):
             self.regs[a + i] = w
+        self.answered = True
         self.idx += 1
         if self.idx >= len(self.blocks):
             self.idx = -1
@@ -170,6 +173,12 @@ class Poller:
 
     def check_timeout(self, t_ms):
         if self.idx >= 0 and t_ms - self.sent_ms > _POLL_TIMEOUT_MS:
+            if not self.answered and not self.errors and self.idx == 0 and not self.rx:
+                # the firmware is still booting (its Modbus server is not up yet): not an
+                # error of the link
+                self.boot_polls += 1
+                self.idx = -1
+                return
             self._error("timeout (block %d, %d bytes)" % (self.idx, len(self.rx)))
 
     def _error(self, why):
@@ -513,6 +522,7 @@ class Bridge:
         out["state_seconds"] = self.stats["states"]
         out["modbus_errors"] = self.poller.errors
         out["modbus_error_kinds"] = self.poller.error_kinds
+        out["modbus_boot_polls"] = self.poller.boot_polls
         out["can_frames"] = self.sim.canbus.frames
         out["i2c_reads"] = self.i2c_reads
         out["i2c_writes"] = self.i2c_writes

@@ -269,9 +269,10 @@ def print_figures(s, quiet=False):
             s.get("rp2_comms_cycle_ms"), s.get("rp2_alloc_bytes_per_cycle"),
             s.get("rp2_alloc_bytes_per_slow_cycle")),
         "bus: %d I2C reads, %d I2C writes, %d SPI bytes, %d CAN frames, %d log rows, %d Modbus "
-        "errors; flash %s; watchdog resets %d, forced resets %d" % (
+        "errors (+%d polls during boot); flash %s; watchdog resets %d, forced resets %d" % (
             s.get("i2c_reads", 0), s.get("i2c_writes", 0), s.get("spi_bytes", 0),
             s.get("can_frames", 0), s.get("rows", 0), s.get("modbus_errors", 0),
+            s.get("modbus_boot_polls", 0),
             r.get("flash"), r.get("wdt_resets", 0), r.get("forced_resets", 0)),
         "faults seen: %s; SOC RMSE %s %%" % (s.get("faults_seen") or "none",
                                              s.get("soc_rmse_pct")),
