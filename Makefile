@@ -38,7 +38,7 @@ SIM_BOARD = $(if $(filter command line,$(origin BOARD)),--board $(BOARD))
 	dist check-board check-port flash repl clean rp2emu rp2emu-pty rp2emu-deps
 
 help:  ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  Variables: BOARD=$(BOARD) PORT=$(PORT) DIST=$(DIST) HOURS=$(HOURS) SIMARGS='$(SIMARGS)'"
 	@echo "             CANLOG=$(CANLOG) SIMOUT=$(SIMOUT)  (boards: $(BOARDS))"
 
@@ -79,7 +79,7 @@ pytest: $(STAMP)  ## Host tests under CPython
 # port crashes with SIGSEGV in a littlefs file finaliser left from a failed open/close at a
 # simulated power cut (inside lfs2_file_close, not our code). Only that crash (exit 139)
 # gets one more run; a failed assertion fails at once.
-mpytest: $(STAMP)  ## Host tests under the MicroPython unix port (-X heapsize=$(HEAP))
+mpytest: $(STAMP)  ## Host tests under the MicroPython unix port (-X heapsize=HEAP, default 512K)
 	MICROPYPATH=$(MICROPYPATH_TEST) $(MPY) -X heapsize=$(HEAP) host_tests/run_mpy.py -store_powercut
 	@MPT="MICROPYPATH=$(MICROPYPATH_TEST) $(MPY) -X heapsize=$(HEAP) host_tests/run_mpy.py store_powercut"; \
 	echo "$$MPT"; env $$MPT; rc=$$?; \
