@@ -32,6 +32,15 @@ def _modules(args):
     return names
 
 
+def _unload(before):
+    """Unload every module imported since `before`, so the next test module starts from an
+    unfragmented heap (the board-sized -X heapsize makes fragmentation matter)."""
+    for k in list(sys.modules):
+        if k not in before:
+            del sys.modules[k]
+    gc.collect()
+
+
 def main():
     selected = sys.argv[1:]
     passed = failed = 0
@@ -44,6 +53,8 @@ def main():
             failed += 1
             print("FAIL import", modname)
             sys.print_exception(e)
+            e = None
+            _unload(before)
             continue
         n = 0
         for name in sorted(dir(mod)):
@@ -62,12 +73,10 @@ def main():
                 print("FAIL %s.%s" % (modname, name))
                 sys.print_exception(e)
         print("  %-40s %3d ok  %5d ms" % (modname, n, time.ticks_diff(time.ticks_ms(), t0)))
-        # Unload everything this test module pulled in, so the next one starts from an
-        # unfragmented heap (the board-sized -X heapsize makes fragmentation matter).
-        for k in list(sys.modules):
-            if k not in before:
-                del sys.modules[k]
-        gc.collect()
+        # The last references to this module's objects go (the next import would otherwise
+        # run beside all of them), then everything it pulled in.
+        mod = fn = e = None  # noqa: F841 (MicroPython keeps `e` bound after except)
+        _unload(before)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(min(failed, 100))
 
